@@ -1,0 +1,98 @@
+"""Wrappers that move masks between an env's ``action_masks()`` method and its observation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+#: Observation keys that carry masks rather than features (PettingZoo's int8 0/1 convention).
+ACTION_MASK_KEY = "action_mask"
+MASK_KEYS = ("action_mask", "visibility", "agent_mask")
+
+
+def action_mask_size(action_space: spaces.Space) -> int:
+    """Length of the flat action mask for ``action_space`` (sb3-contrib's layout).
+
+    :param action_space: a ``Discrete`` or ``MultiDiscrete`` space
+    :return: ``n`` for ``Discrete(n)``, ``sum(nvec)`` for ``MultiDiscrete(nvec)``
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.n)
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return int(np.sum(action_space.nvec))
+    raise TypeError(f"action masks need a Discrete or MultiDiscrete action space, got {action_space}")
+
+
+class ActionMasksToObservation(gym.ObservationWrapper):
+    """Put ``env.action_masks()`` into the observation under ``"action_mask"``.
+
+    For any env that follows sb3-contrib's convention (a method ``action_masks()`` returning a
+    boolean array), so it works with maskrl's policies and unchanged SB3 algorithms. A ``Box``
+    observation becomes ``Dict(observation=..., action_mask=MultiBinary(n))``; a ``Dict``
+    observation gets the extra key. The mask is stored as int8 0/1.
+
+    :param env: env whose (unwrapped chain) has an ``action_masks()`` method
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        if not _has_method(env, "action_masks"):
+            raise TypeError(f"{env} has no action_masks() method to read masks from")
+        self._mask_size = action_mask_size(env.action_space)
+        mask_space = spaces.MultiBinary(self._mask_size)
+        inner = env.observation_space
+        if isinstance(inner, spaces.Dict):
+            if ACTION_MASK_KEY in inner.spaces:
+                raise ValueError(f"the observation of {env} already has an '{ACTION_MASK_KEY}' key")
+            self._is_dict = True
+            self.observation_space = spaces.Dict({**inner.spaces, ACTION_MASK_KEY: mask_space})
+        else:
+            self._is_dict = False
+            self.observation_space = spaces.Dict({"observation": inner, ACTION_MASK_KEY: mask_space})
+
+    def observation(self, observation: Any) -> dict[str, Any]:
+        mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=np.int8)
+        if mask.shape != (self._mask_size,):
+            raise ValueError(
+                f"action_masks() returned shape {mask.shape}, expected ({self._mask_size},) for {self.env.action_space}"
+            )
+        if self._is_dict:
+            return {**observation, ACTION_MASK_KEY: mask}
+        return {"observation": observation, ACTION_MASK_KEY: mask}
+
+
+class DropMasks(gym.ObservationWrapper):
+    """Remove the mask keys from a maskrl observation: what an agent that sees no mask gets.
+
+    ``Dict(observation=..., action_mask=...)`` becomes the plain ``observation`` space; with other
+    feature keys left, the result stays a ``Dict``. ``action_masks()`` still works on the env below,
+    so the masking study can count invalid actions.
+
+    :param env: env with a ``Dict`` observation space holding mask keys
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        inner = env.observation_space
+        if not isinstance(inner, spaces.Dict):
+            raise TypeError(f"DropMasks needs a Dict observation space, got {inner}")
+        self._keep = [key for key in inner.spaces if key not in MASK_KEYS]
+        if self._keep == ["observation"]:
+            self.observation_space = inner["observation"]
+        else:
+            self.observation_space = spaces.Dict({key: inner[key] for key in self._keep})
+
+    def observation(self, observation: dict[str, Any]) -> Any:
+        if self._keep == ["observation"]:
+            return observation["observation"]
+        return {key: observation[key] for key in self._keep}
+
+
+def _has_method(env: gym.Env, name: str) -> bool:
+    try:
+        return callable(env.get_wrapper_attr(name))
+    except AttributeError:
+        return False

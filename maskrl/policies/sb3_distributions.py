@@ -1,0 +1,86 @@
+"""SB3 ``Distribution`` wrappers around :mod:`maskrl.policies.distributions`."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.distributions import CategoricalDistribution, MultiCategoricalDistribution
+
+from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical, MaskLike
+
+SelfMaskedCategoricalDistribution = TypeVar("SelfMaskedCategoricalDistribution", bound="MaskedCategoricalDistribution")
+SelfMaskedMultiCategoricalDistribution = TypeVar(
+    "SelfMaskedMultiCategoricalDistribution", bound="MaskedMultiCategoricalDistribution"
+)
+
+
+class MaskedCategoricalDistribution(CategoricalDistribution):
+    """SB3 categorical distribution for ``Discrete`` actions that accepts an action mask.
+
+    :param action_dim: number of discrete actions
+    """
+
+    distribution: MaskedCategorical
+
+    def proba_distribution(
+        self: SelfMaskedCategoricalDistribution, action_logits: torch.Tensor, action_mask: MaskLike | None = None
+    ) -> SelfMaskedCategoricalDistribution:
+        """Set the distribution's parameters.
+
+        :param action_logits: logits ``(batch, n)``
+        :param action_mask: ``(batch, n)``, 1/True for valid actions; ``None`` means all valid
+        """
+        self.distribution = MaskedCategorical(action_logits, action_mask)
+        return self
+
+
+class MaskedMultiCategoricalDistribution(MultiCategoricalDistribution):
+    """SB3 distribution for ``MultiDiscrete`` actions that accepts a flat action mask.
+
+    :param action_dims: number of choices of each sub-action
+    """
+
+    distribution: MaskedMultiCategorical  # type: ignore[assignment]
+
+    def proba_distribution(
+        self: SelfMaskedMultiCategoricalDistribution, action_logits: torch.Tensor, action_mask: MaskLike | None = None
+    ) -> SelfMaskedMultiCategoricalDistribution:
+        """Set the distribution's parameters.
+
+        :param action_logits: flat logits ``(batch, sum(action_dims))``
+        :param action_mask: flat mask of the same shape, 1/True for valid choices; ``None`` means all valid
+        """
+        self.distribution = MaskedMultiCategorical(action_logits, self.action_dims, action_mask)
+        return self
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(actions)
+
+    def entropy(self) -> torch.Tensor:
+        return self.distribution.entropy()
+
+    def sample(self) -> torch.Tensor:
+        return self.distribution.sample()
+
+    def mode(self) -> torch.Tensor:
+        return self.distribution.mode
+
+
+MaskedDistribution = MaskedCategoricalDistribution | MaskedMultiCategoricalDistribution
+
+
+def make_masked_distribution(action_space: spaces.Space) -> MaskedDistribution:
+    """Return the masked SB3 distribution that fits ``action_space``.
+
+    :param action_space: ``Discrete`` or ``MultiDiscrete``
+    :raises TypeError: for any other action space
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return MaskedCategoricalDistribution(int(action_space.n))
+    if isinstance(action_space, spaces.MultiDiscrete):
+        if action_space.nvec.ndim != 1:
+            raise TypeError(f"MultiDiscrete action masks need a 1-D nvec, got shape {action_space.nvec.shape}")
+        return MaskedMultiCategoricalDistribution([int(n) for n in action_space.nvec])
+    raise TypeError(f"action masking needs a Discrete or MultiDiscrete action space, got {action_space}")
