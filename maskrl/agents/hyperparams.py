@@ -1,0 +1,147 @@
+"""Per-env hyperparameter YAML files and ``key=value`` overrides, read without ``eval``.
+
+Each registered env has ``hyperparams/<EnvName>.yml`` (e.g. ``Kart-v0.yml``) with one section per
+``--algo``. A section holds the algorithm's constructor arguments plus four keys of ours:
+``n_timesteps``, ``n_envs``, ``env_kwargs`` and ``policy_kwargs``. Strings stand for what YAML cannot
+hold: ``learning_rate: lin_0.0003`` is a linear decay to 0, ``activation_fn: relu`` a torch module,
+``features_extractor_class: package.module:Class`` an importable class.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+import yaml
+from stable_baselines3.common.utils import LinearSchedule
+
+HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
+OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs")
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?\d+(\.\d*)?[eE][-+]?\d+$")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789"))
+
+
+def hyperparams_file(env_id: str) -> Path:
+    """The YAML file holding ``env_id``'s hyperparameters (it may not exist)."""
+    return HYPERPARAMS_DIR / f"{env_id.split('/')[-1]}.yml"
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file safely; a syntax error becomes a one-line ``ValueError``."""
+    try:
+        return yaml.load(path.read_text(), Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+
+
+def load_hyperparams(env_id: str, algo: str, path: Path | None = None) -> dict[str, Any]:
+    """Return the raw hyperparameters of ``algo`` on ``env_id`` (empty if there are none).
+
+    :param env_id: gymnasium env id
+    :param algo: ``--algo`` name, the section of the file
+    :param path: a YAML file to read instead of the packaged one
+    """
+    path = hyperparams_file(env_id) if path is None else path
+    if not path.exists():
+        return {}
+    sections = load_yaml(path) or {}
+    if not isinstance(sections, dict):
+        raise ValueError(f"{path} must map algo names to hyperparameters, got {type(sections).__name__}")
+    section = sections.get(algo, {}) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: section '{algo}' must be a mapping, got {type(section).__name__}")
+    return dict(section)
+
+
+def parse_value(text: str) -> Any:
+    """Turn a command-line value into a Python value: numbers, booleans, ``null``, lists and mappings.
+
+    Anything else stays a string. Parsed with YAML's safe loader, never ``eval``.
+    """
+    if _FLOAT.match(text):
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    try:
+        return yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
+    except yaml.YAMLError:
+        raise ValueError(f"cannot parse value {text!r}") from None
+
+
+def parse_key_values(items: list[str] | None, what: str) -> dict[str, Any]:
+    """Parse ``["k=v", ...]`` from the command line into a dict.
+
+    :param items: the ``key=value`` strings
+    :param what: the option's name, for error messages (e.g. ``--env-kwargs``)
+    :raises ValueError: for an item without ``=`` or with an empty key
+    """
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} expects key=value, got {item!r}")
+        parsed[key.strip()] = parse_value(value.strip())
+    return parsed
+
+
+def resolve_learning_schedule(value: Any) -> Any:
+    """``"lin_X"`` becomes a linear decay from ``X`` to 0; numbers pass through."""
+    if isinstance(value, str):
+        if value.startswith("lin_") and _FLOAT.match(value[4:]):
+            return LinearSchedule(float(value[4:]), 0.0, 1.0)
+        raise ValueError(f"a schedule must be a number or 'lin_<start>', got {value!r}")
+    return value
+
+
+def import_object(path: str) -> Any:
+    """Import ``package.module:Name`` (or ``package.module.Name``)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ValueError(f"cannot import {path!r}") from None
+
+
+def resolve_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Replace the names in ``policy_kwargs`` by the objects they stand for."""
+    resolved = dict(policy_kwargs)
+    if isinstance(resolved.get("activation_fn"), str):
+        name = resolved["activation_fn"]
+        if name not in ACTIVATIONS:
+            raise ValueError(f"unknown activation_fn {name!r}; known: {', '.join(ACTIVATIONS)}")
+        resolved["activation_fn"] = ACTIVATIONS[name]
+    if isinstance(resolved.get("features_extractor_class"), str):
+        resolved["features_extractor_class"] = import_object(resolved["features_extractor_class"])
+    return resolved
+
+
+def resolve_algo_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """The algorithm's constructor arguments: our own keys removed, names and schedules resolved."""
+    kwargs = {key: value for key, value in hyperparams.items() if key not in OUR_KEYS}
+    for key in ("learning_rate", "clip_range", "clip_range_vf"):
+        if key in kwargs:
+            kwargs[key] = resolve_learning_schedule(kwargs[key])
+    kwargs["policy_kwargs"] = resolve_policy_kwargs(hyperparams.get("policy_kwargs") or {})
+    return kwargs

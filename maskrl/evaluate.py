@@ -1,0 +1,239 @@
+"""Evaluate a trained agent: ``python evaluate.py runs/ppo/Kart-v0_1``.
+
+Takes a run folder (its ``config.yml`` says which algo and env) or a model zip (inside a run folder,
+or with ``--algo``/``--env``), plays N episodes and prints return, length, invalid-action rate and
+the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from maskrl.agents.envs import make_vec_env
+from maskrl.agents.hyperparams import load_yaml, parse_key_values
+from maskrl.agents.registry import ALGOS, get_algo
+from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
+
+MODEL_NAMES = {"best": "best_model.zip", "final": "final_model.zip"}
+
+
+class EpisodeCollector:
+    """``evaluate_policy`` callback that counts invalid actions and gathers ``episode_stats``.
+
+    :param env: the evaluation env, rendered after each step when ``render`` is ``"ansi"``
+    :param render: ``"ansi"`` to print the env's text view after each step
+    """
+
+    def __init__(self, env: VecEnv, render: str | None = None):
+        self.env = env
+        self.render = render
+        self.steps = 0
+        self.invalid = 0
+        self.episode_stats: list[dict[str, float]] = []
+
+    def __call__(self, local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
+        info = local_vars["info"]
+        self.steps += 1
+        self.invalid += bool(info.get("invalid_action", False))
+        if self.render == "ansi" and local_vars["i"] == 0:
+            print(self.env.env_method("render", indices=0)[0])
+        if local_vars["done"] and "episode_stats" in info:
+            self.episode_stats.append({key: float(value) for key, value in info["episode_stats"].items()})
+            if self.render == "ansi":
+                print(f"--- episode {len(self.episode_stats)} ended: {info['episode_stats']}")
+
+
+def evaluate_model(
+    model: BaseAlgorithm,
+    algo: str,
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    n_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    render: str | None = None,
+) -> dict[str, Any]:
+    """Play ``n_episodes`` with ``model`` and summarise them.
+
+    :param model: a trained model
+    :param algo: its ``--algo`` name (decides whether the env shows it the mask, and how it is evaluated)
+    :param env_id: gymnasium env id
+    :param env_kwargs: env constructor arguments
+    :param n_episodes: number of episodes
+    :param deterministic: take the mode of the policy instead of sampling
+    :param seed: seed of the evaluation env
+    :param render: ``"ansi"`` to print each step
+    :return: a JSON-serialisable dict (returns, lengths, their mean/std, invalid-action rate, env stats)
+    """
+    spec = get_algo(algo)
+    env = make_vec_env(env_id, 1, seed, "dummy", env_kwargs, sees_mask=spec.sees_mask, render_mode=render)
+    try:
+        _check_spaces(model, env)
+        collector = EpisodeCollector(env, render)
+        returns, lengths = spec.evaluate(
+            model,
+            env,
+            n_eval_episodes=n_episodes,
+            deterministic=deterministic,
+            return_episode_rewards=True,
+            callback=collector,
+            warn=False,
+        )
+    finally:
+        env.close()
+    stats_keys = sorted({key for stats in collector.episode_stats for key in stats})
+    return {
+        "algo": algo,
+        "env": env_id,
+        "env_kwargs": dict(env_kwargs or {}),
+        "episodes": n_episodes,
+        "deterministic": deterministic,
+        "seed": seed,
+        "return_mean": float(np.mean(returns)),
+        "return_std": float(np.std(returns)),
+        "length_mean": float(np.mean(lengths)),
+        "length_std": float(np.std(lengths)),
+        "invalid_action_rate": collector.invalid / max(collector.steps, 1),
+        "env_stats": {
+            key: {
+                "mean": float(np.mean([s[key] for s in collector.episode_stats if key in s])),
+                "std": float(np.std([s[key] for s in collector.episode_stats if key in s])),
+            }
+            for key in stats_keys
+        },
+        "returns": [float(r) for r in returns],
+        "lengths": [int(n) for n in lengths],
+    }
+
+
+def _check_spaces(model: BaseAlgorithm, env: VecEnv) -> None:
+    if model.observation_space != env.observation_space:
+        raise UserError(
+            f"the model expects observations {model.observation_space} but the env gives {env.observation_space} "
+            "(was it trained on another env or with other --env-kwargs?)"
+        )
+    if model.action_space != env.action_space:
+        raise UserError(f"the model acts in {model.action_space} but the env expects {env.action_space}")
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Render :func:`evaluate_model`'s results as a small text table."""
+    rows = [
+        ("return", f"{results['return_mean']:10.3f}", f"{results['return_std']:10.3f}"),
+        ("length", f"{results['length_mean']:10.1f}", f"{results['length_std']:10.1f}"),
+        ("invalid-action rate", f"{100 * results['invalid_action_rate']:9.2f}%", ""),
+    ]
+    rows += [(key, f"{v['mean']:10.3f}", f"{v['std']:10.3f}") for key, v in results["env_stats"].items()]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'metric':<{width}}  {'mean':>10}  {'std':>10}"]
+    lines += [f"{name:<{width}}  {mean:>10}  {std:>10}" for name, mean, std in rows]
+    return "\n".join(lines)
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """Write ``results`` as indented JSON."""
+    try:
+        path.write_text(json.dumps(results, indent=2) + "\n")
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}") from None
+
+
+def locate_model(path: Path, which: str) -> tuple[Path, dict[str, Any] | None]:
+    """Find the model zip and the run's config for a run folder or a zip path.
+
+    :param path: run folder or model zip
+    :param which: ``"best"`` or ``"final"`` (a run folder without a best model falls back to the final one)
+    :return: the zip's path and the run's config (``None`` if the zip is not in a run folder)
+    """
+    if path.is_dir():
+        run_dir = path
+        model_path = run_dir / MODEL_NAMES[which]
+        if which == "best" and not model_path.exists():
+            model_path = run_dir / MODEL_NAMES["final"]
+    elif path.exists():
+        run_dir, model_path = path.parent, path
+    else:
+        raise UserError(f"no such model file or run folder: {path}")
+    if not model_path.exists():
+        raise UserError(f"no model in {run_dir} (expected {MODEL_NAMES[which]} or {MODEL_NAMES['final']})")
+    config_path = run_dir / "config.yml"
+    config = None
+    if config_path.exists():
+        try:
+            config = load_yaml(config_path)
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        if not isinstance(config, dict) or "algo" not in config or "env" not in config:
+            raise UserError(f"{config_path} is not a maskrl run config (it needs 'algo' and 'env')")
+    return model_path, config
+
+
+def load_model(algo: str, model_path: Path, device: str = "auto") -> BaseAlgorithm:
+    """Load a model zip with ``algo``'s class; a missing or corrupt file is a :class:`UserError`."""
+    try:
+        return get_algo(algo).algo_class.load(model_path, device=device)
+    except FileNotFoundError:
+        raise UserError(f"model file not found: {model_path}") from None
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError, OSError) as error:
+        raise UserError(f"cannot load {model_path}: corrupt or not an SB3 model ({type(error).__name__})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description="Evaluate a trained agent.", prog="evaluate.py")
+    parser.add_argument("path", type=Path, help="run folder or model zip")
+    parser.add_argument("--model", default="best", choices=list(MODEL_NAMES), help="model of a run folder")
+    parser.add_argument("-n", "--n-episodes", type=positive_int, default=10, help="episodes (default: 10)")
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation env (default: 0)")
+    parser.add_argument("--render", choices=["ansi"], help="print the env's text view at every step")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--algo", choices=list(ALGOS), help="algo of a model zip outside a run folder")
+    parser.add_argument("--env", help="env id of a model zip outside a run folder")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="override the run's env kwargs")
+    parser.add_argument("--device", default="auto", help="torch device (default: auto)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``maskrl-evaluate``)."""
+
+    def _run() -> None:
+        args = build_parser().parse_args(argv)
+        model_path, config = locate_model(args.path, args.model)
+        config = config or {}
+        algo = args.algo or config.get("algo")
+        env_id = args.env or config.get("env")
+        if algo is None or env_id is None:
+            raise UserError(f"{model_path} is not in a run folder: pass --algo and --env")
+        try:
+            env_kwargs = dict(config.get("env_kwargs") or {})
+            env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+            model = load_model(algo, model_path, args.device)
+            results = evaluate_model(
+                model, algo, env_id, env_kwargs, args.n_episodes, not args.stochastic, args.seed, args.render
+            )
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        results["model"] = str(model_path)
+        print(
+            f"{model_path} ({algo} on {env_id}), {args.n_episodes} episodes, "
+            f"{'stochastic' if args.stochastic else 'deterministic'}:"
+        )
+        print(format_table(results))
+        if args.json:
+            write_json(results, args.json)
+            print(f"results written to {args.json}")
+
+    run_cli(_run, "evaluate.py")
+
+
+if __name__ == "__main__":
+    main()

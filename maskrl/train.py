@@ -1,0 +1,218 @@
+"""Train an agent: ``python train.py --algo ppo --env maskrl/Kart-v0``.
+
+Every run gets its own folder ``<log-folder>/<algo>/<EnvName>_<N>`` holding ``config.yml`` (the
+resolved configuration, with package versions), TensorBoard events under ``tb/``, periodic
+checkpoints, ``best_model.zip`` and ``evaluations.npz`` from the periodic evaluation,
+``final_model.zip``, and ``final_eval.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+from stable_baselines3.common.logger import configure
+
+from maskrl.agents.callbacks import MaskStatsCallback
+from maskrl.agents.envs import VEC_ENVS, make_vec_env
+from maskrl.agents.hyperparams import load_hyperparams, parse_key_values, resolve_algo_kwargs
+from maskrl.agents.registry import ALGOS, get_algo
+from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
+from maskrl.envs.wrappers import MASK_KEYS
+from maskrl.evaluate import evaluate_model, format_table, write_json
+
+DEFAULT_ENV = "maskrl/Kart-v0"
+DEFAULT_N_TIMESTEPS = 100_000
+VERSIONED_PACKAGES = ("maskrl", "stable-baselines3", "sb3-contrib", "gymnasium", "torch", "numpy", "pettingzoo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description="Train a masked RL agent.", prog="train.py")
+    parser.add_argument("--algo", default="ppo", choices=list(ALGOS), help="algorithm (default: ppo)")
+    parser.add_argument("--env", default=DEFAULT_ENV, help=f"gymnasium env id (default: {DEFAULT_ENV})")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env constructor arguments")
+    parser.add_argument("-n", "--n-timesteps", type=positive_int, help="env steps to train for (default: from YAML)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--n-envs", type=positive_int, help="parallel envs (default: from YAML)")
+    parser.add_argument("--vec-env", default="dummy", choices=list(VEC_ENVS), help="vectorisation (default: dummy)")
+    parser.add_argument(
+        "--eval-freq", type=int, default=10_000, help="evaluate every N env steps; <= 0 disables (default: 10000)"
+    )
+    parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation (default: 10)")
+    parser.add_argument(
+        "--save-freq", type=int, default=50_000, help="checkpoint every N env steps; <= 0 disables (default: 50000)"
+    )
+    parser.add_argument("--log-folder", default="runs", help="where run folders go (default: runs/)")
+    parser.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override YAML hyperparameters")
+    parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda (default: auto)")
+    parser.add_argument("--progress-bar", action="store_true", help="show a progress bar")
+    parser.add_argument("-v", "--verbose", type=int, default=1, choices=[0, 1, 2], help="verbosity (default: 1)")
+    return parser
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run depends on, for the run's config."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def new_run_dir(log_folder: Path, algo: str, env_id: str) -> Path:
+    """Create ``<log_folder>/<algo>/<EnvName>_<N>`` with the next free ``N``."""
+    parent = log_folder / algo
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create log folder {parent}: {error.strerror}") from None
+    name = env_id.split("/")[-1]
+    taken = [int(p.name.rsplit("_", 1)[1]) for p in parent.glob(f"{name}_*") if p.name.rsplit("_", 1)[1].isdigit()]
+    run_dir = parent / f"{name}_{max(taken, default=0) + 1}"
+    run_dir.mkdir()
+    return run_dir
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge the YAML hyperparameters with the command line into the run's full configuration."""
+    try:
+        hyperparams = load_hyperparams(args.env, args.algo)
+        hyperparams.update(parse_key_values(args.hyperparams, "--hyperparams"))
+        env_kwargs = dict(hyperparams.get("env_kwargs") or {})
+        env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    n_timesteps = args.n_timesteps or int(hyperparams.get("n_timesteps", DEFAULT_N_TIMESTEPS))
+    n_envs = args.n_envs or int(hyperparams.get("n_envs", 1))
+    if n_timesteps <= 0 or n_envs <= 0:
+        raise UserError(f"n_timesteps and n_envs must be positive, got {n_timesteps} and {n_envs}")
+    hyperparams.update(n_timesteps=n_timesteps, n_envs=n_envs, env_kwargs=env_kwargs)
+    return {
+        "algo": args.algo,
+        "env": args.env,
+        "env_kwargs": env_kwargs,
+        "seed": args.seed,
+        "n_timesteps": n_timesteps,
+        "n_envs": n_envs,
+        "vec_env": args.vec_env,
+        "device": args.device,
+        "eval_freq": args.eval_freq,
+        "eval_episodes": args.eval_episodes,
+        "save_freq": args.save_freq,
+        "hyperparams": hyperparams,
+        "command": " ".join(sys.argv),
+        "versions": package_versions(),
+    }
+
+
+def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_bar: bool = False) -> Path:
+    """Train as ``config`` says and return the run folder.
+
+    :param config: as made by :func:`resolve_config`
+    :param log_folder: parent of the run folder
+    :param verbose: 0 silent, 1 progress and summaries, 2 also SB3's debug output
+    :param progress_bar: show SB3's progress bar
+    """
+    spec = get_algo(config["algo"])
+    try:
+        algo_kwargs = resolve_algo_kwargs(config["hyperparams"])
+        env = make_vec_env(
+            config["env"],
+            config["n_envs"],
+            config["seed"],
+            config["vec_env"],
+            config["env_kwargs"],
+            sees_mask=spec.sees_mask,
+        )
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    policy = spec.policy_for(_n_feature_keys(env.observation_space) > 1)
+    try:
+        model = spec.algo_class(
+            policy, env, seed=config["seed"], device=config["device"], verbose=max(verbose - 1, 0), **algo_kwargs
+        )
+    except TypeError as error:
+        env.close()
+        raise UserError(f"bad hyperparameters for {config['algo']}: {error}") from None
+
+    run_dir = new_run_dir(log_folder, config["algo"], config["env"])
+    (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    formats = ["stdout", "csv", "tensorboard"] if verbose else ["csv", "tensorboard"]
+    model.set_logger(configure(str(run_dir / "tb"), formats))
+    if verbose:
+        print(f"run folder: {run_dir}")
+
+    callbacks = [MaskStatsCallback()]
+    n_envs = config["n_envs"]
+    if config["save_freq"] > 0:
+        callbacks.append(
+            CheckpointCallback(max(config["save_freq"] // n_envs, 1), str(run_dir / "checkpoints"), name_prefix="model")
+        )
+    eval_env = None
+    if config["eval_freq"] > 0:
+        eval_env = make_vec_env(
+            config["env"], 1, config["seed"] + 10_000, "dummy", config["env_kwargs"], sees_mask=spec.sees_mask
+        )
+        callbacks.append(
+            spec.eval_callback_class(
+                eval_env,
+                n_eval_episodes=config["eval_episodes"],
+                eval_freq=max(config["eval_freq"] // n_envs, 1),
+                best_model_save_path=str(run_dir),
+                log_path=str(run_dir),
+                verbose=verbose,
+            )
+        )
+    try:
+        model.learn(config["n_timesteps"], callback=CallbackList(callbacks), progress_bar=progress_bar)
+    finally:
+        model.save(run_dir / "final_model.zip")
+        env.close()
+        if eval_env is not None:
+            eval_env.close()
+
+    results = evaluate_model(
+        model,
+        config["algo"],
+        config["env"],
+        config["env_kwargs"],
+        config["eval_episodes"],
+        seed=config["seed"] + 20_000,
+    )
+    write_json(results, run_dir / "final_eval.json")
+    if verbose:
+        print(f"final model: {run_dir / 'final_model.zip'}")
+        print(f"evaluation of the final model over {config['eval_episodes']} episodes:")
+        print(format_table(results))
+        print(f"TensorBoard: tensorboard --logdir {log_folder}")
+    return run_dir
+
+
+def _n_feature_keys(space: spaces.Space) -> int:
+    if isinstance(space, spaces.Dict):
+        return sum(key not in MASK_KEYS for key in space.spaces)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``maskrl-train``)."""
+
+    def _run() -> None:
+        args = build_parser().parse_args(argv)
+        config = resolve_config(args)
+        train(config, Path(args.log_folder), verbose=args.verbose, progress_bar=args.progress_bar)
+
+    run_cli(_run, "train.py")
+
+
+if __name__ == "__main__":
+    main()
