@@ -1,0 +1,202 @@
+"""End-to-end tests of train.py / evaluate.py and of the hyperparameter files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from maskrl.agents.hyperparams import (
+    HYPERPARAMS_DIR,
+    load_hyperparams,
+    parse_key_values,
+    parse_value,
+    resolve_algo_kwargs,
+)
+from maskrl.agents.registry import ALGOS
+from maskrl.evaluate import main as evaluate_main
+from maskrl.train import main as train_main
+
+REPO = Path(__file__).resolve().parents[1]
+# Small but complete: several PPO iterations, finished episodes, an evaluation and a checkpoint.
+TINY = [
+    "--env-kwargs",
+    "n_laps=1",
+    "max_steps=150",
+    "-n",
+    "1024",
+    "--n-envs",
+    "2",
+    "--hyperparams",
+    "n_steps=128",
+    "batch_size=64",
+    "n_epochs=1",
+    "--eval-freq",
+    "512",
+    "--eval-episodes",
+    "2",
+    "--save-freq",
+    "512",
+    "-v",
+    "0",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    log_folder = tmp_path_factory.mktemp("runs")
+    train_main(["--log-folder", str(log_folder), "--seed", "3", *TINY])
+    (run_dir,) = (log_folder / "ppo").iterdir()
+    return run_dir
+
+
+def test_train_writes_a_complete_run_folder(tiny_run: Path) -> None:
+    assert tiny_run.name == "Kart-v0_1"
+    for name in ("config.yml", "best_model.zip", "final_model.zip", "evaluations.npz", "final_eval.json"):
+        assert (tiny_run / name).is_file(), name
+    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
+    config = yaml.safe_load((tiny_run / "config.yml").read_text())
+    assert config["algo"] == "ppo" and config["env"] == "maskrl/Kart-v0" and config["seed"] == 3
+    assert config["env_kwargs"] == {"n_laps": 1, "max_steps": 150}
+    assert config["n_timesteps"] == 1024 and config["n_envs"] == 2
+    # YAML values survive, command-line overrides win.
+    assert config["hyperparams"]["n_steps"] == 128 and config["hyperparams"]["gamma"] == 0.99
+    assert {"torch", "stable-baselines3", "gymnasium", "python"} <= set(config["versions"])
+    evaluations = np.load(tiny_run / "evaluations.npz")
+    assert evaluations["results"].shape[1] == 2
+
+
+def test_train_logs_mask_and_env_metrics_to_tensorboard(tiny_run: Path) -> None:
+    (events,) = (tiny_run / "tb").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["scalars"])
+    assert {"rollout/invalid_action_rate", "rollout/valid_actions_mean", "env/final_rank", "env/items_used"} <= tags
+    assert {"train/approx_kl", "eval/mean_reward"} <= tags
+    # The masked policy never picks an invalid action; Kart always allows at least coast and accelerate.
+    assert all(event.value == 0.0 for event in accumulator.Scalars("rollout/invalid_action_rate"))
+    assert all(event.value >= 2.0 for event in accumulator.Scalars("rollout/valid_actions_mean"))
+
+
+def test_evaluate_a_run_folder_prints_and_writes_json(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval.json"
+    evaluate_main([str(tiny_run), "-n", "3", "--json", str(out), "--model", "final"])
+    printed = capsys.readouterr().out
+    assert "return" in printed and "invalid-action rate" in printed and "final_rank" in printed
+    results = json.loads(out.read_text())
+    assert results["episodes"] == 3 and len(results["returns"]) == 3
+    assert results["invalid_action_rate"] == 0.0
+    assert results["return_mean"] == pytest.approx(np.mean(results["returns"]))
+    assert {"final_rank", "items_used", "invalid_actions"} <= set(results["env_stats"])
+
+
+def test_evaluate_a_model_zip_with_algo_and_env(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    model = tmp_path / "model.zip"
+    model.write_bytes((tiny_run / "final_model.zip").read_bytes())
+    evaluate_main([str(model), "--algo", "ppo", "--env", "maskrl/Kart-v0", "--env-kwargs", "n_laps=1", "-n", "1"])
+    assert "return" in capsys.readouterr().out
+
+
+def test_evaluate_render_ansi_prints_one_line_per_step(tiny_run: Path, capsys) -> None:
+    evaluate_main([str(tiny_run), "-n", "1", "--render", "ansi"])
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("t=")]
+    assert len(steps) > 10
+    assert any(line.startswith("--- episode 1 ended") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "message"),
+    [
+        (train_main, ["--env", "Nope-v0"], "unknown env 'Nope-v0'"),
+        (train_main, ["--env-kwargs", "bogus=1"], "unexpected keyword argument 'bogus'"),
+        (train_main, ["--env-kwargs", "n_laps"], "--env-kwargs expects key=value"),
+        (train_main, ["--env-kwargs", "n_laps=0"], "n_laps"),
+        (train_main, ["--hyperparams", "bogus=1"], "unexpected keyword argument 'bogus'"),
+        (train_main, ["-n", "0"], "expected a positive integer"),
+        (train_main, ["--algo", "dqn"], "invalid choice: 'dqn'"),
+        (evaluate_main, ["does/not/exist"], "no such model file or run folder"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(main, argv, message, capsys, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as excinfo:
+        main([*argv, "--log-folder", str(tmp_path)] if main is train_main else argv)
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not list(tmp_path.iterdir()), "a failed run must not leave a run folder"
+
+
+def test_evaluate_rejects_a_corrupt_model_and_a_model_of_another_env(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    corrupt = tmp_path / "corrupt.zip"
+    corrupt.write_bytes((tiny_run / "final_model.zip").read_bytes()[:500])
+    with pytest.raises(SystemExit) as excinfo:
+        evaluate_main([str(corrupt), "--algo", "ppo", "--env", "maskrl/Kart-v0"])
+    assert excinfo.value.code == 2
+    assert "cannot load" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tiny_run), "--env-kwargs", "n_item_types=16"])
+    assert "the model expects observations" in capsys.readouterr().err
+
+
+def test_cli_shim_user_error_has_no_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "--env", "Nope-v0"], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+
+
+def test_every_hyperparams_file_builds_every_algo() -> None:
+    files = sorted(HYPERPARAMS_DIR.glob("*.yml"))
+    assert files
+    for path in files:
+        sections = yaml.safe_load(path.read_text())
+        assert set(sections) <= set(ALGOS), path
+        for algo in sections:
+            hyperparams = load_hyperparams(f"maskrl/{path.stem}", algo)
+            kwargs = resolve_algo_kwargs(hyperparams)
+            assert "n_timesteps" not in kwargs and "policy_kwargs" in kwargs
+
+
+def test_ppo_nomask_penalises_invalid_actions_by_default() -> None:
+    assert load_hyperparams("maskrl/Kart-v0", "ppo_nomask")["env_kwargs"]["invalid_action_penalty"] < 0
+
+
+def test_parse_values_without_eval() -> None:
+    assert parse_value("3e-4") == pytest.approx(3e-4)
+    assert parse_value("7") == 7 and isinstance(parse_value("7"), int)
+    assert parse_value("[64, 64]") == [64, 64]
+    assert parse_value("{pi: [32], vf: [16]}") == {"pi": [32], "vf": [16]}
+    assert parse_value("true") is True and parse_value("null") is None
+    assert parse_value("__import__('os').system('true')") == "__import__('os').system('true')"
+    assert parse_key_values(["a=1", "b=relu"], "--x") == {"a": 1, "b": "relu"}
+    with pytest.raises(ValueError, match="expects key=value"):
+        parse_key_values(["oops"], "--x")
+
+
+def test_resolve_schedules_and_names() -> None:
+    kwargs = resolve_algo_kwargs(
+        {"learning_rate": "lin_0.001", "n_envs": 4, "policy_kwargs": {"activation_fn": "relu", "net_arch": [8]}}
+    )
+    assert kwargs["learning_rate"](1.0) == pytest.approx(1e-3) and kwargs["learning_rate"](0.5) == pytest.approx(5e-4)
+    assert kwargs["policy_kwargs"]["activation_fn"].__name__ == "ReLU"
+    assert "n_envs" not in kwargs
+    with pytest.raises(ValueError, match="unknown activation_fn"):
+        resolve_algo_kwargs({"policy_kwargs": {"activation_fn": "nope"}})
+    with pytest.raises(ValueError, match="schedule"):
+        resolve_algo_kwargs({"learning_rate": "fast"})
+
+
+def test_broken_yaml_is_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "Bad-v0.yml"
+    path.write_text("ppo:\n  n_steps: [1, 2\n")
+    with pytest.raises(ValueError, match=r"is not valid YAML \(line \d+\)"):
+        load_hyperparams("maskrl/Bad-v0", "ppo", path)
