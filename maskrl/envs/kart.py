@@ -10,7 +10,7 @@
    * - Observations
      - ``Dict({"observation": Box(-1, 1, (obs_size,), float32), "action_mask": MultiBinary(5 + n_item_types)})``
    * - Observation size
-     - ``19 + 2 * n_lanes + 8 * n_opponents + n_item_types`` (63 with the defaults)
+     - ``23 + 2 * n_lanes + 8 * n_opponents + n_item_types`` (57 with the defaults)
    * - Agents
      - 1 learning kart (kart 0) against ``n_opponents`` scripted karts
 
@@ -96,7 +96,8 @@ k%4   Effect       Base duration  What it does
 
 Rewards
 -------
-Each step: ``3 * (distance driven / race length)`` (a whole race sums to 3), plus, when the agent finishes,
+Each step: ``3 * (distance driven / distance from the agent's grid slot to the finish)`` (a whole race sums to
+3), plus, when the agent finishes,
 ``1 + 2 * (n_opponents + 1 - rank) / n_opponents`` (3 for a win, 1 for last place; 3 without opponents), plus
 ``invalid_action_penalty`` when the action was invalid.
 
@@ -108,6 +109,7 @@ the last step it also holds ``episode_stats``, a flat dict of floats: ``final_ra
 ``items_collected``, ``items_used``, ``invalid_actions``, ``hits_taken`` (spins caused by traps or shells),
 ``hits_dealt`` (spins the agent's items caused to others), ``skids``, ``race_progress`` (fraction of the race
 driven) and ``steps``. If the agent is not finished at truncation its rank is computed from race progress.
+Calling ``step()`` again before ``reset()`` raises ``RuntimeError``.
 
 Arguments
 ---------
@@ -204,7 +206,7 @@ _N_HELD = 2 * N_BASE_EFFECTS
 _LIMIT_AT = [0.0] * TRACK_LENGTH  # speed limit of the curve covering the cell, 0.0 on straights
 _CURVE_END_AT = [0] * TRACK_LENGTH
 _NEXT_CURVE = [0] * TRACK_LENGTH  # index of the first curve starting strictly after the cell's start
-for _c, (_start, _end, _limit) in enumerate(_CURVES):
+for _start, _end, _limit in _CURVES:
     for _x in range(_start, _end):
         _LIMIT_AT[_x] = _limit
         _CURVE_END_AT[_x] = _end
@@ -400,6 +402,8 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 # Opponents differ in top speed and in how carefully they take curves.
                 self._vmax[i] = _MAX_SPEED * (0.95 + 0.1 * self._rand())
                 self._care[i] = 0.75 + 0.25 * self._rand()
+        # Normalise progress by the agent's own distance (grid slot included) so that every race sums to exactly 3.
+        self._agent_distance = self.race_length - self._d[0]
         self._needs_reset = False
         self._update_rank()
         self._update_mask()
@@ -444,8 +448,8 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 trap[3] -= 1
             self._traps = [trap for trap in self._traps if trap[3] > 0]
 
-        progress = min(self._d[0], self.race_length) - min(d_agent_before, self.race_length)
-        reward = _PROGRESS_REWARD * progress / self.race_length
+        progress = min(self._d[0], self.race_length) - d_agent_before
+        reward = _PROGRESS_REWARD * progress / self._agent_distance
         terminated = self._finish[0] >= 0.0
         self._update_rank()
         if terminated:
@@ -498,7 +502,8 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._star[i] -= 1
 
         d0 = self._d[i]
-        d = d0 + v
+        moved = v  # crossings and the finishing time use the distance actually driven, not the speed after a skid
+        d = d0 + moved
         self._d[i] = d
         pos = d % _L
         cell = int(pos)
@@ -510,22 +515,20 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._boost[i] = 0
             if i == 0:
                 self._stats["skids"] += 1
-        if v > 0.0:
+        if moved > 0.0:
+            reach = moved + 1e-9
             lane = self._lane[i]
             if self._traps:
                 for trap in self._traps:
-                    if trap[1] == lane and 0.0 < _fwd(trap[0], d0) <= v + 1e-9:
+                    if trap[1] == lane and trap[3] > 0 and 0.0 < _fwd(trap[0], d0) <= reach:
                         trap[3] = 0  # consumed: removed at the end of the step
                         if self._star[i] == 0:
                             v = min(v, _HIT_SPEED)
                             self._hit(i, int(trap[2]), int(trap[4]))
                         break
-            inv = self._inv[i]
-            if len(inv) < self.inventory_size:
-                nl = self.n_lanes
-                for r, x in enumerate(self._box_x):
-                    b = r * nl + lane
-                    if self._box_exists[b] and self._box_timer[b] == 0 and 0.0 < _fwd(x, d0) <= v + 1e-9:
+            if len(self._inv[i]) < self.inventory_size:
+                for b, x in self._lane_boxes[lane]:
+                    if self._box_timer[b] == 0 and 0.0 < _fwd(x, d0) <= reach:
                         self._box_timer[b] = _BOX_RESPAWN
                         k = int(self._rand() * self.n_item_types)
                         self._give_item(i, min(k, self.n_item_types - 1))
@@ -533,7 +536,7 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                             self._stats["items_collected"] += 1
                         break
             if d >= self.race_length:
-                self._finish[i] = self._t + 1.0 - (d - self.race_length) / v
+                self._finish[i] = self._t + 1.0 - (d - self.race_length) / moved
         self._v[i] = v
 
     def _hit(self, i: int, duration: int, owner: int) -> None:
