@@ -82,6 +82,17 @@ class MaskedCategorical(Categorical):
             # so log-probs and gradients never see inf * 0.
             self.logits = self.logits.clamp(min=torch.finfo(torch.float16).min)
 
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        if self.logits.dtype != torch.float16:
+            return super().sample(sample_shape)
+        # A single draw of torch.multinomial is argmax(probs / q) with q ~ Exp(1) in the probs' dtype;
+        # float16 rounds q to 0 about once in 3e7 draws, and the NaN of 0/0 wins the argmax, which can be
+        # a masked action. Drawing from float32 probabilities never meets that.
+        sample_shape = torch.Size(sample_shape)
+        probs_2d = self.probs.float().reshape(-1, self._num_events)
+        samples_2d = torch.multinomial(probs_2d, sample_shape.numel(), True).T
+        return samples_2d.reshape(self._extended_shape(sample_shape))
+
 
 class MaskedMultiCategorical(Distribution):
     """Independent masked categoricals, one per ``MultiDiscrete`` sub-action.

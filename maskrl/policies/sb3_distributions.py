@@ -16,7 +16,23 @@ SelfMaskedMultiCategoricalDistribution = TypeVar(
 )
 
 
-class MaskedCategoricalDistribution(CategoricalDistribution):
+class _FromParamsWithMask:
+    """``actions_from_params``/``log_prob_from_params`` that take the mask too (SB3's drop it)."""
+
+    def actions_from_params(
+        self, action_logits: torch.Tensor, deterministic: bool = False, action_mask: MaskLike | None = None
+    ) -> torch.Tensor:
+        self.proba_distribution(action_logits, action_mask)  # type: ignore[attr-defined]
+        return self.get_actions(deterministic=deterministic)  # type: ignore[attr-defined]
+
+    def log_prob_from_params(
+        self, action_logits: torch.Tensor, action_mask: MaskLike | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        actions = self.actions_from_params(action_logits, action_mask=action_mask)
+        return actions, self.log_prob(actions)  # type: ignore[attr-defined]
+
+
+class MaskedCategoricalDistribution(_FromParamsWithMask, CategoricalDistribution):
     """SB3 categorical distribution for ``Discrete`` actions that accepts an action mask.
 
     :param action_dim: number of discrete actions
@@ -36,7 +52,7 @@ class MaskedCategoricalDistribution(CategoricalDistribution):
         return self
 
 
-class MaskedMultiCategoricalDistribution(MultiCategoricalDistribution):
+class MaskedMultiCategoricalDistribution(_FromParamsWithMask, MultiCategoricalDistribution):
     """SB3 distribution for ``MultiDiscrete`` actions that accepts a flat action mask.
 
     :param action_dims: number of choices of each sub-action
