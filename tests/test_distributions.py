@@ -170,11 +170,21 @@ def test_all_valid_mask_matches_torch_categorical(dtype, mask_kind):
     mask = {"none": None, "bool": torch.ones(5, 7, dtype=torch.bool), "int": torch.ones(5, 7, dtype=torch.int64)}
     dist = MaskedCategorical(logits, mask[mask_kind])
     reference = Categorical(logits=logits)
-    assert torch.equal(dist.probs, reference.probs)
-    assert torch.equal(dist.logits, reference.logits)
-    assert torch.equal(dist.entropy(), reference.entropy())
     actions = torch.arange(7).unsqueeze(-1).expand(7, 5)
-    assert torch.equal(dist.log_prob(actions), reference.log_prob(actions))
+    if mask_kind == "none":
+        # Without a mask it *is* torch's Categorical, to the bit.
+        assert torch.equal(dist.probs, reference.probs)
+        assert torch.equal(dist.logits, reference.logits)
+        assert torch.equal(dist.entropy(), reference.entropy())
+        assert torch.equal(dist.log_prob(actions), reference.log_prob(actions))
+    else:
+        # With a mask the logits are normalised by log_softmax (torch uses logits - logsumexp), which may round
+        # differently in the last place: equal up to the dtype's rounding.
+        atol, log_tol = PROB_ATOL[dtype], LOG_TOL[dtype]
+        torch.testing.assert_close(dist.probs, reference.probs, atol=atol, rtol=0)
+        torch.testing.assert_close(dist.logits, reference.logits, atol=log_tol, rtol=0)
+        torch.testing.assert_close(dist.entropy(), reference.entropy(), atol=log_tol, rtol=0)
+        torch.testing.assert_close(dist.log_prob(actions), reference.log_prob(actions), atol=log_tol, rtol=0)
     assert torch.equal(dist.mode, reference.mode)
 
 
@@ -851,3 +861,22 @@ def test_sb3_actions_from_params_respect_mask(space, width):
     assert torch.equal(dist.distribution.mask, mask.bool())
     assert bool(torch.isfinite(log_prob).all())
     assert actions.shape[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bad"), [(torch.int8, 2), (torch.int8, -1), (torch.uint8, 2), (torch.int64, 2), (torch.int64, -1)]
+)
+def test_byte_and_int_masks_with_values_other_than_0_1_are_rejected(dtype, bad):
+    mask = torch.tensor([[1, 0, 1], [0, bad, 1]], dtype=dtype)
+    with pytest.raises(ValueError, match=f"mask values must be 0/1 or booleans, found {bad}"):
+        MaskedCategorical(torch.zeros(2, 3), mask)
+
+
+def test_nan_logit_at_a_valid_action_is_rejected_but_not_at_a_masked_one():
+    mask = torch.tensor([[True, False, True]])
+    with pytest.raises(ValueError, match="NaN"):
+        MaskedCategorical(torch.tensor([[float("nan"), 0.0, 1.0]]), mask)
+    # A masked entry's logit is never used: whatever it is, the distribution is well defined.
+    dist = MaskedCategorical(torch.tensor([[0.0, float("nan"), 1.0]]), mask)
+    assert dist.probs[0, 1] == 0 and bool(torch.isfinite(dist.probs).all())
+    MaskedCategorical(torch.tensor([[float("nan"), 0.0, 1.0]]), mask, validate_args=False)  # no check, no error
