@@ -9,7 +9,7 @@ the policy:
   step and stored as float32 in its own buffer;
 - ``unmasked``: plain ``PPO`` + ``MlpPolicy`` on the plain ``Box`` observation, no mask at all.
 
-Each variant first trains one PPO iteration (warm-up), then the timed ``learn`` calls run
+Each variant first trains one PPO iteration (warm-up), then the timed ``learn`` calls (4 PPO iterations each) run
 round-robin over the variants, so that machine noise hits all of them alike; the median over
 repeats is reported as env steps per second, with ratios to the other variants.
 
@@ -52,14 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vec-envs", nargs="+", default=["dummy", "subproc"], choices=["dummy", "subproc"])
     parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 2, 4, 8])
-    parser.add_argument("--iterations", type=int, default=2, help="PPO iterations per timed learn() call")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=4, help="PPO iterations per timed learn() call")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
     parser.add_argument("--n-item-types", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="dummy only, 4 envs, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.vec_envs, args.n_envs, args.repeats, args.iterations = ["dummy"], [4], 1, 1
     env_kwargs = {"n_item_types": args.n_item_types}
+    torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; env {ENV} {env_kwargs}; PPO {PPO_KWARGS}")
     print()
@@ -83,6 +85,7 @@ def main() -> None:
             for model in models.values():
                 model.get_env().close()
             med = {variant: statistics.median(values) for variant, values in rates.items()}
+            # Ratios of medians; each timed call is several PPO iterations (rollout + update) long.
             print(
                 f"| {vec_env} | {n_envs} | {med['maskrl']:.0f} | {med['maskable']:.0f} | {med['unmasked']:.0f} "
                 f"| {med['maskrl'] / med['unmasked']:.2f} | {med['maskrl'] / med['maskable']:.2f} "
