@@ -46,16 +46,6 @@ LOG_TOL = {torch.float16: 5e-2, torch.bfloat16: 4e-1, torch.float32: 1e-5, torch
 FAST = settings(max_examples=30, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_torch_thread():
-    # Every tensor here is tiny, so torch's intra-op thread pool only adds overhead (on a busy 2-core machine a
-    # softmax of a 3x8 tensor spent milliseconds spinning): run this module single-threaded, then restore.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Reference implementation (float64 numpy) and strategies
 # ---------------------------------------------------------------------------------------------------------------------

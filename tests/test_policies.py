@@ -34,15 +34,6 @@ N = 4  # choices per sub-action of the toy env
 N_SUB = 2  # sub-actions of the multidiscrete toy env
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # These networks are tiny: extra intra-op threads only add overhead, and a lot of it on a busy machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def constant_lr(_: float) -> float:
     return 3e-4
 
