@@ -2,7 +2,8 @@
 
 Takes a run folder (its ``config.yml`` says which algo and env) or a model zip (inside a run folder,
 or with ``--algo``/``--env``), plays N episodes and prints return, length, invalid-action rate and
-the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes.
+the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes and
+``--video out.gif`` records them (for envs with an ``rgb_array`` render).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
@@ -28,13 +30,14 @@ MODEL_NAMES = {"best": "best_model.zip", "final": "final_model.zip"}
 class EpisodeCollector:
     """``evaluate_policy`` callback that counts invalid actions and gathers ``episode_stats``.
 
-    :param env: the evaluation env, rendered after each step when ``render`` is ``"ansi"``
-    :param render: ``"ansi"`` to print the env's text view after each step
+    :param env: the evaluation env, rendered after each step when ``render`` is set
+    :param render: ``"ansi"`` to print the env's text view after each step, ``"rgb_array"`` to keep the frames
     """
 
     def __init__(self, env: VecEnv, render: str | None = None):
         self.env = env
         self.render = render
+        self.frames: list[np.ndarray] = []
         self.steps = 0
         self.invalid = 0
         self.episode_stats: list[dict[str, float]] = []
@@ -45,6 +48,8 @@ class EpisodeCollector:
         self.invalid += bool(info.get("invalid_action", False))
         if self.render == "ansi" and local_vars["i"] == 0:
             print(self.env.env_method("render", indices=0)[0])
+        elif self.render == "rgb_array" and local_vars["i"] == 0:
+            self.frames.append(self.env.env_method("render", indices=0)[0])
         if local_vars["done"] and "episode_stats" in info:
             self.episode_stats.append({key: float(value) for key, value in info["episode_stats"].items()})
             if self.render == "ansi":
@@ -60,6 +65,7 @@ def evaluate_model(
     deterministic: bool = True,
     seed: int = 0,
     render: str | None = None,
+    video: Path | None = None,
 ) -> dict[str, Any]:
     """Play ``n_episodes`` with ``model`` and summarise them.
 
@@ -71,10 +77,20 @@ def evaluate_model(
     :param deterministic: take the mode of the policy instead of sampling
     :param seed: seed of the evaluation env
     :param render: ``"ansi"`` to print each step
+    :param video: write the episodes as an animated GIF there (needs an env with an ``rgb_array`` render)
     :return: a JSON-serialisable dict (returns, lengths, their mean/std, invalid-action rate, env stats)
     """
     spec = get_algo(algo)
+    if video is not None:
+        if render is not None:
+            raise UserError("--video and --render cannot be used together")
+        render = "rgb_array"
     env = make_vec_env(env_id, 1, seed, "dummy", env_kwargs, sees_mask=spec.sees_mask, render_mode=render)
+    metadata = env.get_attr("metadata")[0]
+    if render is not None and render not in metadata.get("render_modes", []):
+        env.close()
+        raise UserError(f"{env_id} has no '{render}' render mode (it has: {metadata.get('render_modes', [])})")
+    fps = metadata.get("render_fps") or 10
     try:
         _check_spaces(model, env)
         collector = EpisodeCollector(env, render)
@@ -89,6 +105,8 @@ def evaluate_model(
         )
     finally:
         env.close()
+    if video is not None:
+        write_gif(collector.frames, video, fps=fps)
     stats_keys = sorted({key for stats in collector.episode_stats for key in stats})
     return {
         "algo": algo,
@@ -136,6 +154,16 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [f"{'metric':<{width}}  {'mean':>10}  {'std':>10}"]
     lines += [f"{name:<{width}}  {mean:>10}  {std:>10}" for name, mean, std in rows]
     return "\n".join(lines)
+
+
+def write_gif(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
+    """Write ``frames`` (uint8 HxWx3) as an endlessly looping animated GIF."""
+    if not frames:
+        raise UserError("no frames to write: the env rendered nothing")
+    try:
+        iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror}") from None
 
 
 def write_json(results: dict[str, Any], path: Path) -> None:
@@ -194,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation env (default: 0)")
     parser.add_argument("--render", choices=["ansi"], help="print the env's text view at every step")
+    parser.add_argument("--video", type=Path, metavar="GIF", help="record the episodes as an animated GIF")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--algo", choices=list(ALGOS), help="algo of a model zip outside a run folder")
     parser.add_argument("--env", help="env id of a model zip outside a run folder")
@@ -218,7 +247,15 @@ def main(argv: list[str] | None = None) -> None:
             env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
             model = load_model(algo, model_path, args.device)
             results = evaluate_model(
-                model, algo, env_id, env_kwargs, args.n_episodes, not args.stochastic, args.seed, args.render
+                model,
+                algo,
+                env_id,
+                env_kwargs,
+                args.n_episodes,
+                deterministic=not args.stochastic,
+                seed=args.seed,
+                render=args.render,
+                video=args.video,
             )
         except ValueError as error:
             raise UserError(str(error)) from None
@@ -228,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{'stochastic' if args.stochastic else 'deterministic'}:"
         )
         print(format_table(results))
+        if args.video:
+            print(f"video written to {args.video}")
         if args.json:
             write_json(results, args.json)
             print(f"results written to {args.json}")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
@@ -200,3 +201,16 @@ def test_broken_yaml_is_one_line_error(tmp_path: Path) -> None:
     path.write_text("ppo:\n  n_steps: [1, 2\n")
     with pytest.raises(ValueError, match=r"is not valid YAML \(line \d+\)"):
         load_hyperparams("maskrl/Bad-v0", "ppo", path)
+
+
+def test_evaluate_video_writes_an_animated_gif_of_the_episodes(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    gif = tmp_path / "race.gif"
+    evaluate_main([str(tiny_run), "-n", "1", "--video", str(gif)])
+    results_length = capsys.readouterr().out
+    frames = iio.imread(gif)
+    assert "video written to" in results_length
+    assert frames.ndim == 4 and frames.shape[0] > 10 and frames.shape[-1] in (3, 4)
+    assert not np.array_equal(frames[0], frames[-1]), "the race must move"
+    with pytest.raises(SystemExit):
+        evaluate_main([str(tiny_run), "-n", "1", "--video", str(gif), "--render", "ansi"])
+    assert "cannot be used together" in capsys.readouterr().err
