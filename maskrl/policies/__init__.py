@@ -1,7 +1,12 @@
-"""Masked distributions (pure torch), their SB3 wrappers, and masked policies."""
+"""Masked distributions (pure torch), their SB3 wrappers, masked policies and features extractors.
+
+Attention-map plots and their TensorBoard callback live in :mod:`maskrl.policies.attention_plots`
+(it imports matplotlib, so it is not loaded here).
+"""
 
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical
+from maskrl.policies.entity_attention import EntityAttentionExtractor
 from maskrl.policies.sb3_distributions import (
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
@@ -9,6 +14,7 @@ from maskrl.policies.sb3_distributions import (
 )
 
 __all__ = [
+    "EntityAttentionExtractor",
     "MaskedActorCriticPolicy",
     "MaskedCategorical",
     "MaskedCategoricalDistribution",
