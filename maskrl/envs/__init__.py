@@ -9,6 +9,7 @@ __all__ = ["ActionMasksToObservation", "DropMasks"]
 # Entry points are strings so that importing maskrl stays cheap.
 _ENVS = {
     "maskrl/Kart-v0": "maskrl.envs.kart:KartEnv",
+    "maskrl/PandaGrid-v0": "maskrl.envs.panda_grid:PandaGridEnv",
 }
 
 for _env_id, _entry_point in _ENVS.items():

@@ -1,0 +1,819 @@
+"""A panda on a grid eats watermelons and flees a dragon and a scorpion, while trees hide things from its view.
+
+.. list-table::
+   :header-rows: 0
+
+   * - Import
+     - ``from maskrl.envs.panda_grid import PandaGridEnv`` or ``gymnasium.make("maskrl/PandaGrid-v0")`` after
+       ``import maskrl``
+   * - Actions
+     - ``Discrete(5)``
+   * - Observations
+     - ``Dict({"entities": Box(-1, 1, (max_entities, 9), float32), "visibility": MultiBinary(max_entities),
+       "action_mask": MultiBinary(5)})``
+   * - Entity slots
+     - ``max_entities = 1 + n_watermelons + 2 + max_trees`` (15 with the defaults)
+   * - Agents
+     - 1 learning panda; a scripted dragon and a scripted scorpion
+
+Description
+-----------
+A ``size`` x ``size`` grid holds the panda (the agent), ``n_watermelons`` watermelons, one scorpion, one dragon
+and between ``min_trees`` and ``max_trees`` trees (a new count and layout every episode). Cells are addressed
+as ``(row, col)``, row 0 at the top; in the observation ``x`` is the column and ``y`` the row.
+
+Trees block movement (of everybody) and sight. The panda sees an entity when the line of sight between the two
+cells is clear (:func:`line_of_sight`) and, with ``view_radius``, when the Euclidean distance between the cell
+centres is at most ``view_radius``; cells at Chebyshev distance 1 (the 8 neighbours) are always seen. Sight is
+symmetric: the dragon sees the panda exactly when the panda sees the dragon.
+
+The dragon chases the panda while it sees it: each step it moves, with probability ``dragon_chase_prob``, one
+step along a shortest path around the trees to the panda (ties broken at random), and otherwise hesitates (stays).
+When it does not see the panda it wanders like the scorpion, which always wanders: it draws one of the five
+moves (stay, up, down, left, right) uniformly and stays if that move leads into a wall, a tree or the other
+creature. Creatures may stand on watermelons (they do not eat them). The panda is *caught* when it shares a cell
+with the dragon or the scorpion, by walking into one or by one walking into it.
+
+The masking motivation is at the feature level: the policy attends over the set of entities, and the
+``visibility`` mask removes what the panda cannot see from that attention (OpenAI hide-and-seek's masked residual
+self-attention). The action mask forbids walking into walls and trees.
+
+Line of sight
+-------------
+Cell ``(r, c)`` is the square ``[r - 1/2, r + 1/2] x [c - 1/2, c + 1/2]``; the sight line is the segment between
+the two cell centres. It is blocked by a tree on any cell whose *interior* the segment crosses (the two end cells
+excluded), and, where the segment passes exactly through a grid corner, by trees on *both* other cells meeting at
+that corner (a diagonal wall of trees is opaque; a single tree touched only at its corner is not). The test is
+exact (integer arithmetic) and depends only on the segment, so it is symmetric. Neighbouring cells (Chebyshev
+distance 1) always see each other.
+
+Observation
+-----------
+``obs["entities"]`` has one row per entity slot, in this order: slot 0 the panda (always), slots
+``1 .. n_watermelons`` the watermelons, then the scorpion, the dragon, and ``max_trees`` tree slots (the present
+trees in row-major order, then padding). ``PandaGridEnv.entity_slots`` maps ``"panda"``, ``"watermelons"``,
+``"scorpion"``, ``"dragon"`` and ``"trees"`` to slices. Features (``ENTITY_FEATURES``):
+
+==================  ===========================================================================================
+Feature             Value
+==================  ===========================================================================================
+``x``, ``y``        column / (``size`` - 1), row / (``size`` - 1), in [0, 1]
+``dx``, ``dy``      (column - panda's column) / (``size`` - 1), (row - panda's row) / (``size`` - 1), in [-1, 1]
+``is_panda``        one-hot entity type: panda, watermelon, scorpion, dragon, tree
+``is_watermelon``
+``is_scorpion``
+``is_dragon``
+``is_tree``
+==================  ===========================================================================================
+
+``obs["visibility"]`` is int8: 1 for the panda's slot and for every present entity the panda sees, 0 for hidden
+entities and padding slots. The rows of hidden entities and of padding slots are all zeros, so the observation
+carries no information about what the panda cannot see. ``obs["action_mask"]`` is the int8 0/1 validity of every
+action (the same as ``env.action_masks()``).
+
+Actions
+-------
+======  ===========  ==================================================
+Action  Name         Valid when
+======  ===========  ==================================================
+0       ``STAY``     always
+1       ``UP``       the cell above (row - 1) is on the grid, no tree
+2       ``DOWN``     the cell below (row + 1) is on the grid, no tree
+3       ``LEFT``     the cell to the left is on the grid, no tree
+4       ``RIGHT``    the cell to the right is on the grid, no tree
+======  ===========  ==================================================
+
+An invalid action is executed as ``STAY``; ``info["invalid_action"]`` says whether the action was invalid and
+``invalid_action_penalty`` is added to that step's reward. An action outside the action space raises ``ValueError``.
+
+Rewards
+-------
++1 for each watermelon eaten (the panda moves onto it; it respawns at once on a random free cell reachable by the
+panda), ``caught_penalty`` (-1 by default) when the panda is caught, plus ``invalid_action_penalty`` when the
+action was invalid. No other shaping.
+
+Episode end
+-----------
+Each step: the panda moves; if it walked into a creature it is caught, else it eats a watermelon it stands on;
+then the dragon moves, then the scorpion, and the panda is caught if one of them lands on it. Terminated when the
+panda is caught, truncated after ``max_steps`` steps. ``info`` always holds ``invalid_action`` (bool); at the last
+step it also holds ``episode_stats``, a flat dict of floats: ``watermelons_eaten``, ``caught`` (0/1), ``steps``,
+``invalid_actions``, ``hidden_fraction`` (mean over the steps of the fraction of present non-panda entities the
+panda does not see) and ``dragon_sight_fraction`` (fraction of steps in which the dragon saw the panda before it
+moved). Calling ``step()`` again before ``reset()`` raises ``RuntimeError``.
+
+Layouts
+-------
+Random layouts: trees first; the panda, the creatures and the watermelons are then placed on distinct free cells
+of the largest tree-free connected region (so everything is reachable), the dragon and the scorpion at Chebyshev
+distance >= 2 from the panda. ``reset(options={"layout": rows})`` builds a hand-made layout instead: ``rows`` is
+a list of ``size`` strings of ``size`` characters (or one string of such lines), ``P`` panda (exactly one), ``W``
+watermelon (exactly ``n_watermelons``), ``S`` scorpion and ``D`` dragon (exactly one each), ``T`` tree (at most
+``max_trees``), ``.`` empty. Watermelons respawn in the tree-free region connected to the panda. The seed still
+drives the dynamics.
+
+Arguments
+---------
+``size=8`` (5-16), ``n_watermelons=2`` (1-4), ``max_trees=None`` (0 to ``size**2 // 4``; ``None``:
+``size**2 // 6``, 10 at size 8), ``min_trees=None`` (0 to ``max_trees``; ``None``: ``max_trees // 2``),
+``view_radius=None`` (``None`` = unlimited, or a number >= 1), ``dragon_chase_prob=0.75`` (0-1),
+``max_steps=100`` (>= 1), ``caught_penalty=-1.0``, ``invalid_action_penalty=0.0``, ``render_mode=None``
+(``"ansi"``: a header line and one text row per grid row, ``P W S D T`` for what the panda sees, lower case for
+hidden entities, ``.`` for seen empty cells and ``:`` for unseen ones; ``"rgb_array"``: a uint8 picture of
+32 x 32 pixels per cell, unseen cells shaded, hidden entities greyed and crossed out).
+
+``reset(seed=...)`` fully determines the episode: the same seed and actions give the same trajectory.
+
+Version history
+---------------
+* v0: initial version.
+"""
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+__all__ = [
+    "ACTION_NAMES",
+    "DOWN",
+    "DRAGON",
+    "ENTITY_FEATURES",
+    "ENTITY_TYPE_NAMES",
+    "LEFT",
+    "N_ACTIONS",
+    "PANDA",
+    "RIGHT",
+    "SCORPION",
+    "STAY",
+    "TREE",
+    "UP",
+    "WATERMELON",
+    "PandaGridEnv",
+    "line_of_sight",
+    "scripted_action",
+]
+
+# Actions and their (row, col) steps.
+STAY, UP, DOWN, LEFT, RIGHT = range(5)
+N_ACTIONS = 5
+ACTION_NAMES = ("stay", "up", "down", "left", "right")
+_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # UP, DOWN, LEFT, RIGHT
+
+# Entity types (the one-hot part of the features follows this order).
+PANDA, WATERMELON, SCORPION, DRAGON, TREE = range(5)
+ENTITY_TYPE_NAMES = ("panda", "watermelon", "scorpion", "dragon", "tree")
+ENTITY_FEATURES = ("x", "y", "dx", "dy", "is_panda", "is_watermelon", "is_scorpion", "is_dragon", "is_tree")
+_N_FEATURES = len(ENTITY_FEATURES)
+_TYPE_COL = 4  # first one-hot column
+
+_LAYOUT_CHARS = {"P": PANDA, "W": WATERMELON, "S": SCORPION, "D": DRAGON, "T": TREE}
+_WATERMELON_REWARD = 1.0
+_RAND_BUFFER = 1024
+_PLACEMENT_ATTEMPTS = 100
+
+
+# ---------------------------------------------------------------------- line of sight
+@functools.cache
+def _crossings(dr: int, dc: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[tuple[int, int], ...], ...]]:
+    """Cells and corners on the segment from the centre of cell (0, 0) to the centre of cell (dr, dc).
+
+    :return: the cells whose interior the segment crosses (end cells excluded), and for every grid corner the
+        segment passes through exactly, the two other cells meeting at that corner.
+    """
+    nr, nc = abs(dr), abs(dc)
+    sr, sc = (1 if dr > 0 else -1), (1 if dc > 0 else -1)
+    r = c = ir = ic = 0
+    cells: list[tuple[int, int]] = []
+    corners: list[tuple[tuple[int, int], ...]] = []
+    while ir < nr or ic < nc:
+        # The segment reaches the next column boundary at t = (ic + 1/2) / nc and the next row boundary at
+        # t = (ir + 1/2) / nr; compare the two without division.
+        col_t, row_t = (1 + 2 * ic) * nr, (1 + 2 * ir) * nc
+        if col_t == row_t:
+            corners.append(((r + sr, c), (r, c + sc)))
+            r, c, ir, ic = r + sr, c + sc, ir + 1, ic + 1
+        elif col_t < row_t:
+            c, ic = c + sc, ic + 1
+        else:
+            r, ir = r + sr, ir + 1
+        cells.append((r, c))
+    cells.pop()  # the end cell
+    return tuple(cells), tuple(corners)
+
+
+def line_of_sight(grid_blocked: np.ndarray, a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether cells ``a`` and ``b`` see each other on a grid whose blocked cells (trees) are ``grid_blocked``.
+
+    The segment between the cell centres is blocked by a blocked cell whose interior it crosses (``a`` and ``b``
+    themselves excluded), or, where it passes exactly through a grid corner, by the two other cells at that corner
+    being both blocked. Cells at Chebyshev distance <= 1 always see each other. Symmetric in ``a`` and ``b``.
+
+    :param grid_blocked: bool array of shape ``(rows, cols)``, True where sight is blocked.
+    :param a: ``(row, col)`` of one cell.
+    :param b: ``(row, col)`` of the other cell.
+    :return: True when the line of sight is clear.
+    """
+    rows, cols = grid_blocked.shape
+    (ra, ca), (rb, cb) = a, b
+    if not (0 <= ra < rows and 0 <= ca < cols and 0 <= rb < rows and 0 <= cb < cols):
+        raise ValueError(f"cells must lie on the {rows}x{cols} grid, got {a!r} and {b!r}")
+    if max(abs(rb - ra), abs(cb - ca)) <= 1:
+        return True
+    cells, corners = _crossings(rb - ra, cb - ca)
+    for dr, dc in cells:
+        if grid_blocked[ra + dr, ca + dc]:
+            return False
+    for (r1, c1), (r2, c2) in corners:
+        if grid_blocked[ra + r1, ca + c1] and grid_blocked[ra + r2, ca + c2]:
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=4)
+def _sight_tables(size: int) -> tuple[np.ndarray, ...]:
+    """Index tables that evaluate :func:`line_of_sight` for all pairs of cells of a ``size`` grid at once.
+
+    Pair ``p * n + q`` (flat cell indices, ``n = size**2``) is blocked if ``blocked[cell_idx[i]]`` for some ``i`` with
+    ``cell_pair[i] == p * n + q``, or ``blocked[corner_a[j]] & blocked[corner_b[j]]`` for some ``j`` with
+    ``corner_pair[j] == p * n + q``.
+
+    :return: ``cell_idx, cell_pair, corner_a, corner_b, corner_pair, near`` (``near``: (n, n) bool, Chebyshev
+        distance <= 1) and ``dist2`` ((n, n) squared Euclidean distances).
+    """
+    n = size * size
+    cell_idx, cell_pair, corner_a, corner_b, corner_pair = [], [], [], [], []
+    for dr in range(-(size - 1), size):
+        rs = np.arange(max(0, -dr), size - max(0, dr))
+        for dc in range(-(size - 1), size):
+            if max(abs(dr), abs(dc)) <= 1:
+                continue
+            cs = np.arange(max(0, -dc), size - max(0, dc))
+            src = (rs[:, None] * size + cs[None, :]).ravel()
+            pair = src * n + src + dr * size + dc
+            cells, corners = _crossings(dr, dc)
+            if cells:
+                off = np.array([r * size + c for r, c in cells])
+                cell_idx.append((src[:, None] + off[None, :]).ravel())
+                cell_pair.append(np.repeat(pair, len(off)))
+            if corners:
+                off_a = np.array([r * size + c for (r, c), _ in corners])
+                off_b = np.array([r * size + c for _, (r, c) in corners])
+                corner_a.append((src[:, None] + off_a[None, :]).ravel())
+                corner_b.append((src[:, None] + off_b[None, :]).ravel())
+                corner_pair.append(np.repeat(pair, len(off_a)))
+    rows, cols = np.divmod(np.arange(n), size)
+    drow = np.abs(rows[:, None] - rows[None, :])
+    dcol = np.abs(cols[:, None] - cols[None, :])
+    near = np.maximum(drow, dcol) <= 1
+    dist2 = drow**2 + dcol**2
+
+    def cat(parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    return cat(cell_idx), cat(cell_pair), cat(corner_a), cat(corner_b), cat(corner_pair), near, dist2
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_neighbours(size: int) -> tuple[tuple[int, ...], ...]:
+    """Flat index of the up, down, left and right neighbour of every cell, -1 off the grid."""
+    out = []
+    for cell in range(size * size):
+        r, c = divmod(cell, size)
+        out.append(
+            tuple((r + dr) * size + (c + dc) if 0 <= r + dr < size and 0 <= c + dc < size else -1 for dr, dc in _MOVES)
+        )
+    return tuple(out)
+
+
+class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+    """Grid world of a panda, watermelons, a dragon, a scorpion and trees that hide things; see the module docstring.
+
+    :param size: side of the square grid (5-16).
+    :param n_watermelons: watermelons on the grid at any time (1-4).
+    :param max_trees: most trees per episode, and the number of tree slots in the observation (0 to
+        ``size**2 // 4``); ``None``: ``size**2 // 6``.
+    :param min_trees: fewest trees per episode (0 to ``max_trees``); ``None``: ``max_trees // 2``.
+    :param view_radius: ``None`` (unlimited) or the largest Euclidean distance between cell centres at which the
+        panda sees (>= 1).
+    :param dragon_chase_prob: probability that a dragon that sees the panda steps toward it (0-1).
+    :param max_steps: truncation horizon (>= 1).
+    :param caught_penalty: added to the reward of the step in which the panda is caught.
+    :param invalid_action_penalty: added to the reward of every step whose action was invalid (pass e.g. -0.1).
+    :param render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
+    """
+
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        size: int = 8,
+        n_watermelons: int = 2,
+        max_trees: int | None = None,
+        min_trees: int | None = None,
+        view_radius: float | None = None,
+        dragon_chase_prob: float = 0.75,
+        max_steps: int = 100,
+        caught_penalty: float = -1.0,
+        invalid_action_penalty: float = 0.0,
+        render_mode: str | None = None,
+    ) -> None:
+        _check_int("size", size, 5, 16)
+        _check_int("n_watermelons", n_watermelons, 1, 4)
+        if max_trees is None:
+            max_trees = size * size // 6
+        _check_int("max_trees", max_trees, 0, size * size // 4)
+        if min_trees is None:
+            min_trees = max_trees // 2
+        _check_int("min_trees", min_trees, 0, max_trees)
+        if view_radius is not None:
+            _check_number("view_radius", view_radius)
+            if view_radius < 1:
+                raise ValueError(f"view_radius must be None or >= 1, got {view_radius}")
+        _check_number("dragon_chase_prob", dragon_chase_prob)
+        if not 0.0 <= dragon_chase_prob <= 1.0:
+            raise ValueError(f"dragon_chase_prob must be in [0, 1], got {dragon_chase_prob}")
+        _check_int("max_steps", max_steps, 1, None)
+        _check_number("caught_penalty", caught_penalty)
+        _check_number("invalid_action_penalty", invalid_action_penalty)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
+
+        self.size = size
+        self.n_watermelons = n_watermelons
+        self.max_trees = max_trees
+        self.min_trees = min_trees
+        self.view_radius = None if view_radius is None else float(view_radius)
+        self.dragon_chase_prob = float(dragon_chase_prob)
+        self.max_steps = max_steps
+        self.caught_penalty = float(caught_penalty)
+        self.invalid_action_penalty = float(invalid_action_penalty)
+        self.render_mode = render_mode
+
+        self.n_cells = size * size
+        self.max_entities = 1 + n_watermelons + 2 + max_trees
+        self.scorpion_slot = 1 + n_watermelons
+        self.dragon_slot = 2 + n_watermelons
+        self.tree_slot = 3 + n_watermelons
+        self.entity_slots: dict[str, slice] = {
+            "panda": slice(0, 1),
+            "watermelons": slice(1, 1 + n_watermelons),
+            "scorpion": slice(self.scorpion_slot, self.scorpion_slot + 1),
+            "dragon": slice(self.dragon_slot, self.dragon_slot + 1),
+            "trees": slice(self.tree_slot, self.max_entities),
+        }
+
+        self.action_space = spaces.Discrete(N_ACTIONS)
+        self.observation_space = spaces.Dict(
+            {
+                "entities": spaces.Box(-1.0, 1.0, shape=(self.max_entities, _N_FEATURES), dtype=np.float32),
+                "visibility": spaces.MultiBinary(self.max_entities),
+                "action_mask": spaces.MultiBinary(N_ACTIONS),
+            }
+        )
+
+        self._tables = _sight_tables(size)
+        self._grid_nbr = _grid_neighbours(size)
+        self._feat = np.zeros((self.max_entities, _N_FEATURES), dtype=np.float32)
+        self._onehot = np.zeros((self.max_entities, len(ENTITY_TYPE_NAMES)), dtype=np.float32)
+        self._ent = np.zeros(self.max_entities, dtype=np.int64)  # flat cell of every slot (0 for padding)
+        self._present = np.zeros(self.max_entities, dtype=bool)
+        self._visible = np.zeros(self.max_entities, dtype=np.int8)
+        self._mask = np.ones(N_ACTIONS, dtype=np.int8)
+        self._needs_reset = True
+        self._init_state()
+
+    # ------------------------------------------------------------------ state
+    def _init_state(self) -> None:
+        n = self.n_cells
+        self._t = 0
+        self._panda = 0
+        self._dragon = 0
+        self._scorpion = 0
+        self._wm: list[int] = [0] * self.n_watermelons
+        self._trees: list[int] = []
+        self._blocked = np.zeros(n, dtype=bool)
+        self._reach = np.zeros(n, dtype=bool)
+        self._vis = np.eye(n, dtype=bool)
+        self._nbr: list[list[int]] = [[-1] * 4 for _ in range(n)]
+        self._dist_cache: dict[int, list[int]] = {}
+        self._last_action = -1
+        self._last_invalid = False
+        self._last_reward = 0.0
+        self._return = 0.0
+        self._caught = False
+        self._hidden_sum = 0.0
+        self._stats = dict.fromkeys(("watermelons_eaten", "invalid_actions", "dragon_sight_steps"), 0)
+
+    def _rand(self) -> float:
+        # Uniforms are drawn in blocks (one numpy call per block); the stream is still fully set by self.np_random.
+        i = self._ri
+        if i == _RAND_BUFFER:
+            self._rbuf = self.np_random.random(_RAND_BUFFER).tolist()
+            i = 0
+        self._ri = i + 1
+        return self._rbuf[i]
+
+    def _pick(self, seq: Sequence[int]) -> int:
+        return seq[min(len(seq) - 1, int(self._rand() * len(seq)))]
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Start a new episode on a random layout, or on ``options["layout"]`` (see the module docstring)."""
+        super().reset(seed=seed)
+        self._init_state()
+        layout = (options or {}).get("layout")
+        if layout is not None:
+            self._load_layout(layout)
+        else:
+            self._random_layout()
+        self._rbuf = self.np_random.random(_RAND_BUFFER).tolist()
+        self._ri = 0
+        self._setup_episode()
+        self._needs_reset = False
+        self._update_view()
+        return self._get_obs(), {"invalid_action": False}
+
+    def _components(self, blocked: np.ndarray) -> list[list[int]]:
+        """Connected regions (4-neighbourhood) of the tree-free cells, largest first."""
+        seen = blocked.copy()
+        comps = []
+        for start in range(self.n_cells):
+            if seen[start]:
+                continue
+            seen[start] = True
+            comp = [start]
+            for cell in comp:
+                for nxt in self._grid_nbr[cell]:
+                    if nxt >= 0 and not seen[nxt]:
+                        seen[nxt] = True
+                        comp.append(nxt)
+            comps.append(comp)
+        comps.sort(key=len, reverse=True)
+        return comps
+
+    def _random_layout(self) -> None:
+        rng = self.np_random
+        n, s = self.n_cells, self.size
+        for _ in range(_PLACEMENT_ATTEMPTS):
+            n_trees = int(rng.integers(self.min_trees, self.max_trees + 1))
+            trees = np.sort(rng.choice(n, size=n_trees, replace=False)).tolist()
+            blocked = np.zeros(n, dtype=bool)
+            blocked[trees] = True
+            region = sorted(self._components(blocked)[0])
+            panda = region[int(rng.integers(len(region)))]
+            pr, pc = divmod(panda, s)
+            far = [c for c in region if max(abs(c // s - pr), abs(c % s - pc)) >= 2]
+            if len(far) < 2 or len(region) < 3 + self.n_watermelons:
+                continue
+            dragon, scorpion = (far[i] for i in rng.choice(len(far), size=2, replace=False))
+            rest = [c for c in region if c not in (panda, dragon, scorpion)]
+            wm = [rest[i] for i in rng.choice(len(rest), size=self.n_watermelons, replace=False)]
+            self._trees, self._panda, self._dragon, self._scorpion, self._wm = trees, panda, dragon, scorpion, wm
+            return
+        raise RuntimeError("could not place the entities on a random layout; lower max_trees")  # pragma: no cover
+
+    def _load_layout(self, layout: str | Sequence[str]) -> None:
+        rows = layout.strip().splitlines() if isinstance(layout, str) else list(layout)
+        s = self.size
+        if len(rows) != s or any(not isinstance(row, str) or len(row) != s for row in rows):
+            raise ValueError(f"layout must be {s} strings of {s} characters (size={s}), got {layout!r}")
+        found: dict[int, list[int]] = {t: [] for t in range(5)}
+        for r, row in enumerate(rows):
+            for c, ch in enumerate(row):
+                if ch == ".":
+                    continue
+                if ch not in _LAYOUT_CHARS:
+                    raise ValueError(f"layout has unknown character {ch!r} at row {r}, column {c}; use P W S D T .")
+                found[_LAYOUT_CHARS[ch]].append(r * s + c)
+        for t, ch, want in ((PANDA, "P", 1), (SCORPION, "S", 1), (DRAGON, "D", 1)):
+            if len(found[t]) != want:
+                raise ValueError(f"layout needs exactly one {ch}, got {len(found[t])}")
+        if len(found[WATERMELON]) != self.n_watermelons:
+            raise ValueError(f"layout needs exactly n_watermelons={self.n_watermelons} W, got {len(found[WATERMELON])}")
+        if len(found[TREE]) > self.max_trees:
+            raise ValueError(f"layout has {len(found[TREE])} trees, more than max_trees={self.max_trees}")
+        self._trees = found[TREE]
+        self._panda, self._scorpion, self._dragon = found[PANDA][0], found[SCORPION][0], found[DRAGON][0]
+        self._wm = found[WATERMELON]
+
+    def _setup_episode(self) -> None:
+        """Per-episode tables that depend on the (static) trees: movement, sight, reachability, entity slots."""
+        n = self.n_cells
+        blocked = self._blocked
+        blocked[:] = False
+        blocked[self._trees] = True
+        self._nbr = [[-1 if nxt < 0 or blocked[nxt] else nxt for nxt in self._grid_nbr[c]] for c in range(n)]
+        reach = [self._panda]
+        self._reach[self._panda] = True
+        for cell in reach:
+            for nxt in self._nbr[cell]:
+                if nxt >= 0 and not self._reach[nxt]:
+                    self._reach[nxt] = True
+                    reach.append(nxt)
+
+        cell_idx, cell_pair, corner_a, corner_b, corner_pair, near, dist2 = self._tables
+        hit = np.zeros(n * n, dtype=bool)
+        if self._trees:
+            hit[cell_pair[blocked[cell_idx]]] = True
+            hit[corner_pair[blocked[corner_a] & blocked[corner_b]]] = True
+        vis = ~hit.reshape(n, n)
+        if self.view_radius is not None:
+            vis &= (dist2 <= self.view_radius**2 + 1e-9) | near
+        self._vis = vis
+
+        self._present[:] = False
+        self._present[: self.tree_slot + len(self._trees)] = True
+        self._onehot[:] = 0.0
+        self._onehot[0, PANDA] = 1.0
+        self._onehot[1 : self.scorpion_slot, WATERMELON] = 1.0
+        self._onehot[self.scorpion_slot, SCORPION] = 1.0
+        self._onehot[self.dragon_slot, DRAGON] = 1.0
+        self._onehot[self.tree_slot : self.tree_slot + len(self._trees), TREE] = 1.0
+        self._ent[:] = 0
+        self._ent[self.tree_slot : self.tree_slot + len(self._trees)] = self._trees
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """Advance by one step; an invalid action is executed as ``STAY``."""
+        if self._needs_reset:
+            raise RuntimeError("PandaGridEnv.step() called before reset() or after the episode ended; call reset()")
+        a = int(action)
+        if not 0 <= a < N_ACTIONS:
+            raise ValueError(f"action must be in [0, {N_ACTIONS}), got {action!r}")
+        invalid = not self._mask[a]
+        reward = 0.0
+        if invalid:
+            self._stats["invalid_actions"] += 1
+            reward += self.invalid_action_penalty
+        elif a != STAY:
+            self._panda = self._nbr[self._panda][a - 1]
+        p = self._panda
+        caught = p in (self._dragon, self._scorpion)
+        if not caught:
+            if p in self._wm:
+                reward += _WATERMELON_REWARD
+                self._stats["watermelons_eaten"] += 1
+                self._respawn(self._wm.index(p))
+            self._move_dragon()
+            if self._dragon != p:
+                self._scorpion = self._wander(self._scorpion, self._dragon)
+            caught = p in (self._dragon, self._scorpion)
+        if caught:
+            reward += self.caught_penalty
+        self._t += 1
+        self._caught = caught
+        terminated = caught
+        truncated = not terminated and self._t >= self.max_steps
+        self._update_view()
+        obs = self._get_obs()
+        n_other = self.tree_slot + len(self._trees) - 1
+        self._hidden_sum += (n_other - (int(self._visible.sum()) - 1)) / n_other
+        self._last_action = a
+        self._last_invalid = invalid
+        self._last_reward = reward
+        self._return += reward
+        info: dict[str, Any] = {"invalid_action": invalid}
+        if terminated or truncated:
+            self._needs_reset = True
+            info["episode_stats"] = {
+                "watermelons_eaten": float(self._stats["watermelons_eaten"]),
+                "caught": float(caught),
+                "steps": float(self._t),
+                "invalid_actions": float(self._stats["invalid_actions"]),
+                "hidden_fraction": self._hidden_sum / self._t,
+                "dragon_sight_fraction": self._stats["dragon_sight_steps"] / self._t,
+            }
+        return obs, reward, terminated, truncated, info
+
+    def _respawn(self, i: int) -> None:
+        """Watermelon ``i`` (just eaten) reappears on a random free cell reachable by the panda."""
+        taken = {self._panda, self._dragon, self._scorpion, *self._wm}
+        free = [c for c in np.flatnonzero(self._reach).tolist() if c not in taken]
+        if free:  # otherwise (a tiny hand-made region) it stays where it was eaten
+            self._wm[i] = self._pick(free)
+
+    def _distances(self, target: int) -> list[int]:
+        """Shortest-path distances (around trees) from every cell to ``target``; -1 where unreachable. Cached."""
+        dist = self._dist_cache.get(target)
+        if dist is None:
+            dist = [-1] * self.n_cells
+            dist[target] = 0
+            queue = [target]
+            nbr = self._nbr
+            for cell in queue:
+                d = dist[cell] + 1
+                for nxt in nbr[cell]:
+                    if nxt >= 0 and dist[nxt] < 0:
+                        dist[nxt] = d
+                        queue.append(nxt)
+            self._dist_cache[target] = dist
+        return dist
+
+    def _move_dragon(self) -> None:
+        d, p = self._dragon, self._panda
+        if self._vis[p, d]:
+            self._stats["dragon_sight_steps"] += 1
+            if self._rand() < self.dragon_chase_prob:
+                dist = self._distances(p)
+                if dist[d] > 0:
+                    options = [c for c in self._nbr[d] if c >= 0 and dist[c] == dist[d] - 1 and c != self._scorpion]
+                    if options:
+                        self._dragon = self._pick(options)
+            return
+        self._dragon = self._wander(d, self._scorpion)
+
+    def _wander(self, cell: int, other: int) -> int:
+        """One random move among stay/up/down/left/right; blocked moves (walls, trees, ``other``) stay."""
+        k = min(4, int(self._rand() * 5))
+        if k == STAY:
+            return cell
+        nxt = self._nbr[cell][k - 1]
+        return nxt if nxt >= 0 and nxt != other else cell
+
+    # ------------------------------------------------------------------ observation & mask
+    def _update_view(self) -> None:
+        p = self._panda
+        nb = self._nbr[p]
+        m = self._mask
+        m[1] = nb[0] >= 0
+        m[2] = nb[1] >= 0
+        m[3] = nb[2] >= 0
+        m[4] = nb[3] >= 0
+        ent = self._ent
+        ent[0] = p
+        ent[1 : self.scorpion_slot] = self._wm
+        ent[self.scorpion_slot] = self._scorpion
+        ent[self.dragon_slot] = self._dragon
+        vis = self._vis[p][ent] & self._present
+        vis[0] = True
+        self._visible[:] = vis
+
+    def action_masks(self) -> np.ndarray:
+        """Validity of every action as a bool array of shape ``(5,)`` (MaskablePPO's convention)."""
+        return self._mask.astype(bool)
+
+    def visible_cells(self) -> np.ndarray:
+        """Bool array of shape ``(size, size)``: the cells the panda currently sees."""
+        return self._vis[self._panda].reshape(self.size, self.size).copy()
+
+    def _get_obs(self) -> dict[str, np.ndarray]:
+        f = self._feat
+        rows, cols = np.divmod(self._ent, self.size)
+        f[:, 0] = cols
+        f[:, 1] = rows
+        f[:, 0:2] /= self.size - 1
+        f[:, 2:4] = f[:, 0:2] - f[0, 0:2]
+        f[:, _TYPE_COL:] = self._onehot
+        f[self._visible == 0] = 0.0  # assignment, not multiplication: no -0.0 (whose sign would leak dx/dy)
+        return {"entities": f.copy(), "visibility": self._visible.copy(), "action_mask": self._mask.copy()}
+
+    # ------------------------------------------------------------------ rendering
+    def render(self) -> str | np.ndarray | None:
+        """Render the current state: a text block (``"ansi"``) or a uint8 (H, W, 3) image (``"rgb_array"``)."""
+        if self.render_mode == "ansi":
+            return self._render_ansi()
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        return None
+
+    def _occupants(self) -> list[tuple[int, int]]:
+        """(cell, entity type) of everything on the grid, drawn in this order (later on top)."""
+        out = [(c, TREE) for c in self._trees]
+        out += [(c, WATERMELON) for c in self._wm]
+        out += [(self._scorpion, SCORPION), (self._dragon, DRAGON), (self._panda, PANDA)]
+        return out
+
+    def _render_ansi(self) -> str:
+        vis = self._vis[self._panda]
+        grid = ["." if vis[c] else ":" for c in range(self.n_cells)]
+        for cell, kind in self._occupants():
+            ch = "PWSDT"[kind]
+            grid[cell] = ch if vis[cell] else ch.lower()
+        a = self._last_action
+        header = (
+            f"t={self._t} act={'-' if a < 0 else ACTION_NAMES[a]}{'(invalid)' if self._last_invalid else ''} "
+            f"r={self._last_reward:+.2f} return={self._return:+.2f} eaten={self._stats['watermelons_eaten']}"
+            f"{' CAUGHT' if self._caught else ''}"
+        )
+        s = self.size
+        return "\n".join([header] + ["".join(grid[r * s : (r + 1) * s]) for r in range(s)])
+
+    _PX = 32  # pixels per cell
+    _SEEN = np.array([150, 200, 110], dtype=np.uint8)
+    _UNSEEN = np.array([60, 75, 55], dtype=np.uint8)
+    _GRID_LINE = np.array([110, 150, 85], dtype=np.uint8)
+
+    def _render_rgb(self) -> np.ndarray:
+        px, s = self._PX, self.size
+        vis = self._vis[self._panda]
+        cell_colour = np.where(vis[:, None], self._SEEN, self._UNSEEN).reshape(s, s, 3)
+        img = np.repeat(np.repeat(cell_colour, px, axis=0), px, axis=1)
+        img[::px, :] = self._GRID_LINE
+        img[:, ::px] = self._GRID_LINE
+        sprites = _sprites(px)
+        for cell, kind in self._occupants():
+            r, c = divmod(cell, s)
+            block = img[r * px : (r + 1) * px, c * px : (c + 1) * px]
+            shape, colour, dim = sprites[kind]
+            if vis[cell]:
+                block[shape] = colour[shape]
+            else:
+                block[shape] = dim[shape]
+                block[sprites["cross"]] = (20, 20, 20)
+        return img
+
+
+@functools.lru_cache(maxsize=2)
+def _sprites(px: int) -> dict[Any, Any]:
+    """Per entity type: (shape mask, colour image, dimmed colour image) of one ``px`` x ``px`` cell; and a cross."""
+    yy, xx = np.mgrid[0:px, 0:px].astype(float)
+    u, v = (yy + 0.5) / px - 0.5, (xx + 0.5) / px - 0.5  # cell coordinates in [-0.5, 0.5]
+    r2 = u**2 + v**2
+
+    def image(parts: list[tuple[np.ndarray, tuple[int, int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        shape = np.zeros((px, px), dtype=bool)
+        colour = np.zeros((px, px, 3), dtype=np.uint8)
+        for m, col in parts:
+            shape |= m
+            colour[m] = col
+        dim = (0.35 * colour + 0.65 * 120).astype(np.uint8)
+        return shape, colour, dim
+
+    eyes = ((u + 0.08) ** 2 + (np.abs(v) - 0.13) ** 2) < 0.07**2
+    ears = ((u + 0.3) ** 2 + (np.abs(v) - 0.27) ** 2) < 0.1**2
+    triangle = (u > -0.4) & (u < 0.3) & (np.abs(v) < (u + 0.4) * 0.55)
+    out: dict[Any, Any] = {
+        PANDA: image([(r2 < 0.36**2, (250, 250, 250)), (ears, (20, 20, 20)), (eyes, (20, 20, 20))]),
+        WATERMELON: image([(r2 < 0.36**2, (30, 130, 40)), (r2 < 0.27**2, (230, 50, 70))]),
+        SCORPION: image([(np.abs(u) + np.abs(v) < 0.38, (235, 150, 30)), (np.abs(u) + np.abs(v) < 0.12, (120, 60, 0))]),
+        DRAGON: image(
+            [(triangle | ((np.abs(u - 0.3) < 0.1) & (np.abs(v) < 0.38)), (200, 30, 30)), (eyes, (255, 220, 0))]
+        ),
+        TREE: image([((np.abs(v) < 0.07) & (u > 0.1) & (u < 0.42), (110, 70, 30)), (triangle, (20, 90, 35))]),
+    }
+    out["cross"] = (np.abs(np.abs(u) - np.abs(v)) < 0.04) & (np.abs(u) < 0.45)
+    return out
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+# ---------------------------------------------------------------------- scripted panda
+def scripted_action(env: PandaGridEnv | gym.Env) -> int:
+    """A greedy heuristic panda that uses only what the panda sees (plus the tree map, to plan paths).
+
+    It walks a shortest path (around trees) to the nearest visible watermelon, never entering a cell that a visible
+    dragon or scorpion occupies or could reach in its next move. Without such a path it walks toward the nearest
+    cell it does not see (to explore), and failing that takes the valid move farthest from the visible creatures.
+
+    :param env: a :class:`PandaGridEnv`, possibly wrapped.
+    :return: an action that is valid in the current state.
+    """
+    e: PandaGridEnv = env.unwrapped  # type: ignore[assignment]
+    p, nbr, s = e._panda, e._nbr, e.size
+    vis = e._vis[p]
+    threats = [c for c in (e._dragon, e._scorpion) if vis[c]]
+    danger = set(threats)
+    for t in threats:
+        danger.update(c for c in nbr[t] if c >= 0)
+    targets = {w for w in e._wm if vis[w]}
+    first = {p: STAY}
+    queue = [p]
+    explore = -1
+    for cell in queue:
+        if cell in targets:
+            return first[cell]
+        if explore < 0 and not vis[cell]:
+            explore = first[cell]
+        for k, nxt in enumerate(nbr[cell]):
+            if nxt >= 0 and nxt not in first and nxt not in danger:
+                first[nxt] = k + 1 if cell == p else first[cell]
+                queue.append(nxt)
+    if explore >= 0:
+        return explore
+
+    def safety(cell: int) -> tuple[bool, int]:
+        gap = min((abs(cell // s - t // s) + abs(cell % s - t % s) for t in threats), default=2 * s)
+        return cell not in danger, gap
+
+    moves = [(STAY, p)] + [(k + 1, c) for k, c in enumerate(nbr[p]) if c >= 0]
+    return max(moves, key=lambda m: safety(m[1]))[0]
