@@ -3,7 +3,8 @@
 Every run gets its own folder ``<log-folder>/<algo>/<EnvName>_<N>`` holding ``config.yml`` (the
 resolved configuration, with package versions), TensorBoard events under ``tb/``, periodic
 checkpoints, ``best_model.zip`` and ``evaluations.npz`` from the periodic evaluation,
-``final_model.zip``, and ``final_eval.json``.
+``final_model.zip``, and ``final_eval.json``. Policies with the entity-attention extractor also log an
+attention map to TensorBoard during training and save the last one as ``attention_map.png``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.agents.callbacks import MaskStatsCallback
 from maskrl.agents.envs import VEC_ENVS, make_vec_env
@@ -27,6 +30,8 @@ from maskrl.agents.registry import ALGOS, get_algo
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 from maskrl.envs.wrappers import MASK_KEYS
 from maskrl.evaluate import evaluate_model, format_table, write_json
+from maskrl.policies import EntityAttentionExtractor
+from maskrl.policies.attention_plots import AttentionMapCallback
 
 DEFAULT_ENV = "maskrl/Kart-v0"
 DEFAULT_N_TIMESTEPS = 100_000
@@ -151,8 +156,15 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
     if verbose:
         print(f"run folder: {run_dir}")
 
-    callbacks = [MaskStatsCallback()]
+    callbacks: list[BaseCallback] = [MaskStatsCallback()]
     n_envs = config["n_envs"]
+    attention = None
+    if isinstance(model.policy.features_extractor, EntityAttentionExtractor):
+        # About 20 attention maps over the run, labelled with the env's entity names when it has them.
+        attention = AttentionMapCallback(
+            log_freq=max(config["n_timesteps"] // (20 * n_envs), 1), label_fn=entity_labeller(env)
+        )
+        callbacks.append(attention)
     if config["save_freq"] > 0:
         callbacks.append(
             CheckpointCallback(max(config["save_freq"] // n_envs, 1), str(run_dir / "checkpoints"), name_prefix="model")
@@ -180,6 +192,8 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
         if eval_env is not None:
             eval_env.close()
 
+    if attention is not None and attention.last_figure is not None:
+        attention.last_figure.savefig(run_dir / "attention_map.png")
     results = evaluate_model(
         model,
         config["algo"],
@@ -195,6 +209,20 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
         print(format_table(results))
         print(f"TensorBoard: tensorboard --logdir {log_folder}")
     return run_dir
+
+
+def entity_labeller(env: VecEnv) -> Callable[[int], str] | None:
+    """Slot -> entity name from the env's ``entity_slots`` (name -> slice), if it has one."""
+    try:
+        slots = env.get_attr("entity_slots")[0]
+    except AttributeError:
+        return None
+    labels: dict[int, str] = {}
+    for name, where in slots.items():
+        indices = range(where.start, where.stop)
+        for i in indices:
+            labels[i] = name if len(indices) == 1 else f"{name}{i - where.start}"
+    return lambda slot: labels.get(slot, f"e{slot}")
 
 
 def _n_feature_keys(space: spaces.Space) -> int:

@@ -214,3 +214,39 @@ def test_evaluate_video_writes_an_animated_gif_of_the_episodes(tiny_run: Path, t
     with pytest.raises(SystemExit):
         evaluate_main([str(tiny_run), "-n", "1", "--video", str(gif), "--render", "ansi"])
     assert "cannot be used together" in capsys.readouterr().err
+
+
+def test_train_panda_grid_logs_and_saves_attention_maps(tmp_path: Path) -> None:
+    train_main(
+        [
+            "--env",
+            "maskrl/PandaGrid-v0",
+            "--log-folder",
+            str(tmp_path),
+            "-n",
+            "512",
+            "--n-envs",
+            "2",
+            "--hyperparams",
+            "n_steps=64",
+            "batch_size=64",
+            "n_epochs=1",
+            "policy_kwargs={features_extractor_class: 'maskrl.policies:EntityAttentionExtractor', "
+            "features_extractor_kwargs: {embed_dim: 16, n_heads: 2, n_blocks: 1}}",
+            "--eval-freq",
+            "0",
+            "--save-freq",
+            "0",
+            "--eval-episodes",
+            "2",
+            "-v",
+            "0",
+        ]
+    )
+    run_dir = tmp_path / "ppo" / "PandaGrid-v0_1"
+    assert (run_dir / "attention_map.png").stat().st_size > 1000
+    (events,) = (run_dir / "tb").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert "attention/map" in accumulator.Tags()["images"]
+    assert "env/watermelons_eaten" in accumulator.Tags()["scalars"]

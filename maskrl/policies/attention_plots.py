@@ -168,6 +168,8 @@ class AttentionMapCallback(BaseCallback):
         self.key = key
         #: the last logged ``(N, N)`` head-averaged weights, for inspection
         self.last_weights: np.ndarray | None = None
+        #: the last logged figure (``train.py`` saves it as the run's ``attention_map.png``)
+        self.last_figure: Figure | None = None
 
     def _extractor(self) -> EntityAttentionExtractor:
         policy = self.model.policy
@@ -228,4 +230,5 @@ class AttentionMapCallback(BaseCallback):
             visible=None if shown_visible is None else shown_visible.cpu().numpy(),
             title=f"attention, block {self.block % len(extractor.blocks)}, mean over heads, step {self.num_timesteps}",
         )
+        self.last_figure = fig
         self.logger.record(self.key, Image(figure_to_array(fig), "HWC"), exclude=("stdout", "log", "json", "csv"))
