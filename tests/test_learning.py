@@ -1,4 +1,4 @@
-"""Short fixed-seed learning checks on Kart: the masked policy learns with unchanged SB3 PPO."""
+"""Short fixed-seed learning checks: the masked policy (and extractor) learns with unchanged SB3 PPO."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ from stable_baselines3 import PPO
 
 from maskrl.agents.envs import make_vec_env
 from maskrl.evaluate import evaluate_model
-from maskrl.policies import MaskedActorCriticPolicy
+from maskrl.policies import EntityAttentionExtractor, MaskedActorCriticPolicy
 
 KART = "maskrl/Kart-v0"
 ONE_LAP = {"n_laps": 1}
 PPO_KWARGS = dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate=3e-4, ent_coef=0.01)
 
 
-def random_valid_return(n_episodes: int = 10, seed: int = 100) -> float:
+def random_valid_return(
+    env_id: str = KART, env_kwargs: dict | None = ONE_LAP, n_episodes: int = 10, seed: int = 100
+) -> float:
     """Mean return of uniformly random valid actions, on the same evaluation seeds as the agents."""
-    env = make_vec_env(KART, 1, seed, env_kwargs=ONE_LAP)
+    env = make_vec_env(env_id, 1, seed, env_kwargs=env_kwargs)
     rng = np.random.default_rng(seed)
     returns, episode_return = [], 0.0
     obs = env.reset()
@@ -50,3 +52,29 @@ def test_maskable_ppo_trains_on_kart_through_action_masks() -> None:
     results = evaluate_model(model, "maskable_ppo", KART, ONE_LAP, n_episodes=3, seed=100)
     assert results["invalid_action_rate"] == 0.0
     assert results["return_mean"] > random_valid_return()
+
+
+def test_ppo_with_masked_entity_attention_learns_panda_grid() -> None:
+    env = make_vec_env("maskrl/PandaGrid-v0", 8, seed=0)
+    extractor_kwargs = dict(embed_dim=32, n_heads=2, n_blocks=1)
+    policy_kwargs = dict(
+        features_extractor_class=EntityAttentionExtractor, features_extractor_kwargs=extractor_kwargs, net_arch=[64]
+    )
+    model = PPO(
+        MaskedActorCriticPolicy,
+        env,
+        n_steps=64,
+        batch_size=256,
+        n_epochs=4,
+        learning_rate=3e-4,
+        ent_coef=0.01,
+        seed=0,
+        policy_kwargs=policy_kwargs,
+    )
+    model.learn(120_000)
+    results = evaluate_model(model, "ppo", "maskrl/PandaGrid-v0", {}, n_episodes=20, seed=100)
+    random_return = random_valid_return("maskrl/PandaGrid-v0", {}, n_episodes=20)
+    # Random play is caught almost at once (about -0.75); after 120k steps the agent eats and escapes for a while
+    # (about +0.4 on these seeds; about 0 already at 90k).
+    assert results["return_mean"] > random_return + 0.6, (results["return_mean"], random_return)
+    assert results["invalid_action_rate"] == 0.0
