@@ -213,10 +213,9 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
 
 def entity_labeller(env: VecEnv) -> Callable[[int], str] | None:
     """Slot -> entity name from the env's ``entity_slots`` (name -> slice), if it has one."""
-    try:
-        slots = env.get_attr("entity_slots")[0]
-    except AttributeError:
+    if not env.has_attr("entity_slots"):  # safe with SubprocVecEnv, unlike catching get_attr's error
         return None
+    slots = env.get_attr("entity_slots")[0]
     labels: dict[int, str] = {}
     for name, where in slots.items():
         indices = range(where.start, where.stop)
