@@ -696,7 +696,10 @@ def test_multi_sub_action_without_valid_choice_raises_naming_it():
 
 def test_multi_without_validation_does_not_check_sub_actions():
     mask = torch.tensor([[1, 1, 0, 0, 0]])
-    MaskedMultiCategorical(torch.zeros(1, 5), [2, 3], mask, validate_args=False)  # must not raise
+    dist = MaskedMultiCategorical(torch.zeros(1, 5), [2, 3], mask, validate_args=False)  # must not raise
+    assert torch.equal(dist.mask, mask.bool())
+    with pytest.raises(ValueError, match="sub-action 1"):
+        MaskedMultiCategorical(torch.zeros(1, 5), [2, 3], mask, validate_args=True)
 
 
 @pytest.mark.parametrize("width", [4, 6])

@@ -125,12 +125,13 @@ Version history
 * v0: initial version.
 """
 
-import math
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from maskrl.envs.checks import check_int, check_number
 
 __all__ = [
     "ACCELERATE",
@@ -265,14 +266,13 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         invalid_action_penalty: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        _check_int("n_opponents", n_opponents, 0, 7)
-        _check_int("n_laps", n_laps, 1, 10)
-        _check_int("n_item_types", n_item_types, 1, 4096)
-        _check_int("inventory_size", inventory_size, 1, 8)
-        _check_int("n_lanes", n_lanes, 1, 5)
-        _check_int("max_steps", max_steps, 1, None)
-        if not isinstance(invalid_action_penalty, int | float) or not math.isfinite(invalid_action_penalty):
-            raise ValueError(f"invalid_action_penalty must be a finite number, got {invalid_action_penalty!r}")
+        check_int("n_opponents", n_opponents, 0, 7)
+        check_int("n_laps", n_laps, 1, 10)
+        check_int("n_item_types", n_item_types, 1, 4096)
+        check_int("inventory_size", inventory_size, 1, 8)
+        check_int("n_lanes", n_lanes, 1, 5)
+        check_int("max_steps", max_steps, 1, None)
+        check_number("invalid_action_penalty", invalid_action_penalty)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
 
@@ -874,15 +874,6 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         for r in range(self.n_karts - self._rank + 1):
             img[5:15, x1 + r * 8 : x1 + r * 8 + 6] = (255, 215, 0)
         return img
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
 
 
 # ---------------------------------------------------------------------- scripted driver

@@ -130,13 +130,14 @@ Version history
 """
 
 import functools
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from maskrl.envs.checks import check_int, check_number
 
 __all__ = [
     "ACTION_NAMES",
@@ -322,24 +323,24 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         invalid_action_penalty: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        _check_int("size", size, 5, 16)
-        _check_int("n_watermelons", n_watermelons, 1, 4)
+        check_int("size", size, 5, 16)
+        check_int("n_watermelons", n_watermelons, 1, 4)
         if max_trees is None:
             max_trees = size * size // 6
-        _check_int("max_trees", max_trees, 0, size * size // 4)
+        check_int("max_trees", max_trees, 0, size * size // 4)
         if min_trees is None:
             min_trees = max_trees // 2
-        _check_int("min_trees", min_trees, 0, max_trees)
+        check_int("min_trees", min_trees, 0, max_trees)
         if view_radius is not None:
-            _check_number("view_radius", view_radius)
+            check_number("view_radius", view_radius)
             if view_radius < 1:
                 raise ValueError(f"view_radius must be None or >= 1, got {view_radius}")
-        _check_number("dragon_chase_prob", dragon_chase_prob)
+        check_number("dragon_chase_prob", dragon_chase_prob)
         if not 0.0 <= dragon_chase_prob <= 1.0:
             raise ValueError(f"dragon_chase_prob must be in [0, 1], got {dragon_chase_prob}")
-        _check_int("max_steps", max_steps, 1, None)
-        _check_number("caught_penalty", caught_penalty)
-        _check_number("invalid_action_penalty", invalid_action_penalty)
+        check_int("max_steps", max_steps, 1, None)
+        check_number("caught_penalty", caught_penalty)
+        check_number("invalid_action_penalty", invalid_action_penalty)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
 
@@ -759,22 +760,6 @@ def _sprites(px: int) -> dict[Any, Any]:
     }
     out["cross"] = (np.abs(np.abs(u) - np.abs(v)) < 0.04) & (np.abs(u) < 0.45)
     return out
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value}")
-
-
-def _check_number(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 # ---------------------------------------------------------------------- scripted panda
