@@ -2,14 +2,19 @@
 
 from gymnasium.envs.registration import register, registry
 
+from maskrl.envs import panda_herd as panda_herd_v0
 from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks
 
-__all__ = ["ActionMasksToObservation", "DropMasks"]
+# PettingZoo style: ``from maskrl.envs import panda_herd_v0; panda_herd_v0.parallel_env()`` (importing the
+# module also registers ``maskrl/panda_herd_v0`` in PettingZoo's registries). The SB3 VecEnv for training one
+# shared policy on it is ``maskrl.envs.herd_vec_env.HerdVecEnv`` (not imported here: it needs SB3 and torch).
+__all__ = ["ActionMasksToObservation", "DropMasks", "panda_herd_v0"]
 
 # Entry points are strings so that importing maskrl stays cheap.
 _ENVS = {
     "maskrl/Kart-v0": "maskrl.envs.kart:KartEnv",
     "maskrl/PandaGrid-v0": "maskrl.envs.panda_grid:PandaGridEnv",
+    "maskrl/PandaHerd-v0": "maskrl.envs.panda_herd:PandaHerdGridEnv",
 }
 
 for _env_id, _entry_point in _ENVS.items():

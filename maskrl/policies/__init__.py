@@ -5,8 +5,10 @@ Attention-map plots and their TensorBoard callback live in :mod:`maskrl.policies
 """
 
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy, MaskedMultiInputPolicy
+from maskrl.policies.categorical_map import CategoricalMap, CategoricalMapDistribution
 from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical
 from maskrl.policies.entity_attention import EntityAttentionExtractor
+from maskrl.policies.gridnet import GridNetPolicy
 from maskrl.policies.sb3_distributions import (
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
@@ -14,7 +16,10 @@ from maskrl.policies.sb3_distributions import (
 )
 
 __all__ = [
+    "CategoricalMap",
+    "CategoricalMapDistribution",
     "EntityAttentionExtractor",
+    "GridNetPolicy",
     "MaskedActorCriticPolicy",
     "MaskedCategorical",
     "MaskedCategoricalDistribution",
