@@ -25,7 +25,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.agents.callbacks import MaskStatsCallback
 from maskrl.agents.envs import VEC_ENVS, make_vec_env
-from maskrl.agents.hyperparams import load_hyperparams, parse_key_values, resolve_algo_kwargs
+from maskrl.agents.hyperparams import import_object, load_hyperparams, parse_key_values, resolve_algo_kwargs
 from maskrl.agents.registry import ALGOS, get_algo
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 from maskrl.envs.wrappers import MASK_KEYS
@@ -140,12 +140,21 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
         )
     except ValueError as error:
         raise UserError(str(error)) from None
-    policy = spec.policy_for(_n_feature_keys(env.observation_space) > 1)
+    try:
+        policy = (
+            import_object(config["hyperparams"]["policy"])
+            if "policy" in config["hyperparams"]
+            else spec.policy_for(_n_feature_keys(env.observation_space) > 1)
+        )
+    except ValueError as error:
+        env.close()
+        raise UserError(str(error)) from None
     try:
         model = spec.algo_class(
             policy, env, seed=config["seed"], device=config["device"], verbose=max(verbose - 1, 0), **algo_kwargs
         )
-    except TypeError as error:
+    except (TypeError, ValueError) as error:
+        # Unknown keyword arguments (TypeError) or values the policy refuses (ValueError, one line).
         env.close()
         raise UserError(f"bad hyperparameters for {config['algo']}: {error}") from None
 

@@ -2,8 +2,9 @@
 
 Each registered env has ``hyperparams/<EnvName>.yml`` (e.g. ``Kart-v0.yml``) with one section per
 ``--algo``. A section holds the algorithm's constructor arguments plus four keys of ours:
-``n_timesteps``, ``n_envs``, ``env_kwargs`` and ``policy_kwargs``. Strings stand for what YAML cannot
-hold: ``learning_rate: lin_0.0003`` is a linear decay to 0, ``activation_fn: relu`` a torch module,
+``n_timesteps``, ``n_envs``, ``env_kwargs``, ``policy_kwargs`` and ``policy`` (an importable policy class
+replacing the algo's default one, e.g. ``maskrl.policies:GridNetPolicy``). Strings stand for what YAML
+cannot hold: ``learning_rate: lin_0.0003`` is a linear decay to 0, ``activation_fn: relu`` a torch module,
 ``features_extractor_class: package.module:Class`` an importable class.
 """
 
@@ -19,7 +20,7 @@ import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
-OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs")
+OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs", "policy")
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
