@@ -138,6 +138,7 @@ import numpy as np
 from gymnasium import spaces
 
 from maskrl.envs.checks import check_int, check_number
+from maskrl.envs.grid_utils import MOVES, bfs_distances, connected_components, grid_neighbours
 
 __all__ = [
     "ACTION_NAMES",
@@ -163,7 +164,7 @@ __all__ = [
 STAY, UP, DOWN, LEFT, RIGHT = range(5)
 N_ACTIONS = 5
 ACTION_NAMES = ("stay", "up", "down", "left", "right")
-_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # UP, DOWN, LEFT, RIGHT
+_MOVES = MOVES  # UP, DOWN, LEFT, RIGHT: action k >= 1 moves by _MOVES[k - 1]
 
 # Entity types (the one-hot part of the features follows this order).
 PANDA, WATERMELON, SCORPION, DRAGON, TREE = range(5)
@@ -279,18 +280,6 @@ def _sight_tables(size: int) -> tuple[np.ndarray, ...]:
     return cat(cell_idx), cat(cell_pair), cat(corner_a), cat(corner_b), cat(corner_pair), near, dist2
 
 
-@functools.lru_cache(maxsize=4)
-def _grid_neighbours(size: int) -> tuple[tuple[int, ...], ...]:
-    """Flat index of the up, down, left and right neighbour of every cell, -1 off the grid."""
-    out = []
-    for cell in range(size * size):
-        r, c = divmod(cell, size)
-        out.append(
-            tuple((r + dr) * size + (c + dc) if 0 <= r + dr < size and 0 <= c + dc < size else -1 for dr, dc in _MOVES)
-        )
-    return tuple(out)
-
-
 class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """Grid world of a panda, watermelons, a dragon, a scorpion and trees that hide things; see the module docstring.
 
@@ -378,7 +367,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         )
 
         self._tables = _sight_tables(size)
-        self._grid_nbr = _grid_neighbours(size)
+        self._grid_nbr = grid_neighbours(size)
         self._feat = np.zeros((self.max_entities, _N_FEATURES), dtype=np.float32)
         self._onehot = np.zeros((self.max_entities, len(ENTITY_TYPE_NAMES)), dtype=np.float32)
         self._ent = np.zeros(self.max_entities, dtype=np.int64)  # flat cell of every slot (0 for padding)
@@ -440,24 +429,6 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._update_view()
         return self._get_obs(), {"invalid_action": False}
 
-    def _components(self, blocked: np.ndarray) -> list[list[int]]:
-        """Connected regions (4-neighbourhood) of the tree-free cells, largest first."""
-        seen = blocked.copy()
-        comps = []
-        for start in range(self.n_cells):
-            if seen[start]:
-                continue
-            seen[start] = True
-            comp = [start]
-            for cell in comp:
-                for nxt in self._grid_nbr[cell]:
-                    if nxt >= 0 and not seen[nxt]:
-                        seen[nxt] = True
-                        comp.append(nxt)
-            comps.append(comp)
-        comps.sort(key=len, reverse=True)
-        return comps
-
     def _random_layout(self) -> None:
         rng = self.np_random
         n, s = self.n_cells, self.size
@@ -466,7 +437,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             trees = np.sort(rng.choice(n, size=n_trees, replace=False)).tolist()
             blocked = np.zeros(n, dtype=bool)
             blocked[trees] = True
-            region = sorted(self._components(blocked)[0])
+            region = sorted(connected_components(blocked, self._grid_nbr)[0])
             panda = region[int(rng.integers(len(region)))]
             pr, pc = divmod(panda, s)
             far = [c for c in region if max(abs(c // s - pr), abs(c % s - pc)) >= 2]
@@ -600,20 +571,10 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._wm[i] = self._pick(free)
 
     def _distances(self, target: int) -> list[int]:
-        """Shortest-path distances (around trees) from every cell to ``target``; -1 where unreachable. Cached."""
+        """Shortest-path distances (around trees) between every cell and ``target``; -1 where unreachable. Cached."""
         dist = self._dist_cache.get(target)
         if dist is None:
-            dist = [-1] * self.n_cells
-            dist[target] = 0
-            queue = [target]
-            nbr = self._nbr
-            for cell in queue:
-                d = dist[cell] + 1
-                for nxt in nbr[cell]:
-                    if nxt >= 0 and dist[nxt] < 0:
-                        dist[nxt] = d
-                        queue.append(nxt)
-            self._dist_cache[target] = dist
+            dist = self._dist_cache[target] = bfs_distances(target, self._nbr)
         return dist
 
     def _move_dragon(self) -> None:

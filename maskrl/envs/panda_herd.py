@@ -127,6 +127,7 @@ from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from maskrl.envs.checks import check_int, check_number
+from maskrl.envs.grid_utils import MOVES, bfs_distances, connected_components, grid_neighbours
 from maskrl.envs.panda_grid import DRAGON, PANDA, TREE, WATERMELON, _sprites
 
 __all__ = [
@@ -149,7 +150,7 @@ __all__ = [
 STAY, UP, DOWN, LEFT, RIGHT = range(5)
 N_ACTIONS = 5
 ACTION_NAMES = ("stay", "up", "down", "left", "right")
-_MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # UP, DOWN, LEFT, RIGHT
+_MOVES = MOVES  # UP, DOWN, LEFT, RIGHT: action k >= 1 moves by _MOVES[k - 1]
 VIEW_CHANNELS = ("blocked", "watermelon", "other_panda", "dragon")
 GRID_CHANNELS = ("tree", "watermelon", "panda", "dragon")
 #: id in PettingZoo's registries ("aec" and "parallel")
@@ -244,10 +245,7 @@ class PandaHerdParallelEnv(ParallelEnv):
         self.obs_size = len(VIEW_CHANNELS) * view_size * view_size + 2
         self.state_space = spaces.Box(0.0, 1.0, (len(GRID_CHANNELS), size, size), dtype=np.float32)
         self.np_random, _ = seeding.np_random(None)
-        self._grid_nbr = [
-            [(r + dr) * size + (c + dc) if 0 <= r + dr < size and 0 <= c + dc < size else -1 for dr, dc in _MOVES]
-            for r, c in (divmod(cell, size) for cell in range(self.n_cells))
-        ]
+        self._grid_nbr = grid_neighbours(size)
         self._init_state()
 
     # ------------------------------------------------------------------ spaces
@@ -310,24 +308,6 @@ class PandaHerdParallelEnv(ParallelEnv):
         observations = {agent: self._observe(i) for i, agent in enumerate(self.agents)}
         return observations, {agent: {"invalid_action": False} for agent in self.agents}
 
-    def _components(self, blocked: np.ndarray) -> list[list[int]]:
-        """Connected regions (4-neighbourhood) of the tree-free cells, largest first."""
-        seen = blocked.copy()
-        comps = []
-        for start in range(self.n_cells):
-            if seen[start]:
-                continue
-            seen[start] = True
-            comp = [start]
-            for cell in comp:
-                for nxt in self._grid_nbr[cell]:
-                    if nxt >= 0 and not seen[nxt]:
-                        seen[nxt] = True
-                        comp.append(nxt)
-            comps.append(comp)
-        comps.sort(key=len, reverse=True)
-        return comps
-
     def _random_layout(self) -> None:
         rng, n, s = self.np_random, self.n_cells, self.size
         need = self.n_pandas + self.n_dragons + self.n_watermelons
@@ -335,7 +315,7 @@ class PandaHerdParallelEnv(ParallelEnv):
             trees = np.sort(rng.choice(n, size=self.n_trees, replace=False)).tolist()
             blocked = np.zeros(n, dtype=bool)
             blocked[trees] = True
-            region = sorted(self._components(blocked)[0])
+            region = sorted(connected_components(blocked, self._grid_nbr)[0])
             if len(region) < need:
                 continue
             pandas = [region[i] for i in rng.choice(len(region), size=self.n_pandas, replace=False)]
@@ -476,20 +456,10 @@ class PandaHerdParallelEnv(ParallelEnv):
             self._wm[k] = free[int(self.np_random.integers(len(free)))]
 
     def _distances(self, source: int) -> list[int]:
-        """Shortest-path distances (around trees) from ``source`` to every cell; -1 where unreachable. Cached."""
+        """Shortest-path distances (around trees) between every cell and ``source``; -1 where unreachable. Cached."""
         dist = self._dist_cache.get(source)
         if dist is None:
-            dist = [-1] * self.n_cells
-            dist[source] = 0
-            queue = [source]
-            nbr = self._nbr
-            for cell in queue:
-                d = dist[cell] + 1
-                for nxt in nbr[cell]:
-                    if nxt >= 0 and dist[nxt] < 0:
-                        dist[nxt] = d
-                        queue.append(nxt)
-            self._dist_cache[source] = dist
+            dist = self._dist_cache[source] = bfs_distances(source, self._nbr)
         return dist
 
     def _move_dragon(self, k: int, panda_cells: list[int]) -> None:
