@@ -4,12 +4,18 @@ Takes a run folder (its ``config.yml`` says which algo and env) or a model zip (
 or with ``--algo``/``--env``), plays N episodes and prints return, length, invalid-action rate and
 the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes and
 ``--video out.gif`` records them (for envs with an ``rgb_array`` render).
+
+A model of a run folder is loaded safely (:func:`maskrl.agents.safe_load.load_model_safely`): rebuilt from
+the plain-text ``config.yml``, with only the weights read from the zip, so nothing in the zip is unpickled.
+A zip outside a run folder, or any model with ``--unsafe-load``, goes through SB3's ``ALGO.load``, which
+unpickles the zip and so can run code hidden in it: a one-line warning says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from maskrl.agents.envs import make_vec_env
 from maskrl.agents.hyperparams import load_yaml, parse_key_values
 from maskrl.agents.registry import ALGOS, get_algo
+from maskrl.agents.safe_load import load_model_safely
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 
 MODEL_NAMES = {"best": "best_model.zip", "final": "final_model.zip"}
@@ -228,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env", help="env id of a model zip outside a run folder")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="override the run's env kwargs")
     parser.add_argument("--device", default="auto", help="torch device (default: auto)")
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load with SB3's ALGO.load, which unpickles the zip (can run code in it): only for files you trust",
+    )
     return parser
 
 
@@ -237,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     def _run() -> None:
         args = build_parser().parse_args(argv)
         model_path, config = locate_model(args.path, args.model)
+        in_run_folder = config is not None
         config = config or {}
         algo = args.algo or config.get("algo")
         env_id = args.env or config.get("env")
@@ -245,7 +258,17 @@ def main(argv: list[str] | None = None) -> None:
         try:
             env_kwargs = dict(config.get("env_kwargs") or {})
             env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
-            model = load_model(algo, model_path, args.device)
+            if in_run_folder and not args.unsafe_load:
+                # The run's own config rebuilds the model; only tensors are read from the zip.
+                model = load_model_safely(model_path, config, args.device)
+            else:
+                why = "--unsafe-load" if args.unsafe_load else "it is not in a run folder with a config.yml"
+                print(
+                    f"evaluate.py: warning: loading {model_path} with SB3 ({why}), which unpickles it and can run "
+                    "code hidden in it: only load files you trust",
+                    file=sys.stderr,
+                )
+                model = load_model(algo, model_path, args.device)
             results = evaluate_model(
                 model,
                 algo,
