@@ -3,7 +3,9 @@
 Every run gets its own folder ``<log-folder>/<algo>/<EnvName>_<N>`` holding ``config.yml`` (the
 resolved configuration, with package versions), TensorBoard events under ``tb/``, periodic
 checkpoints, ``best_model.zip`` and ``evaluations.npz`` from the periodic evaluation,
-``final_model.zip``, and ``final_eval.json``. Policies with the entity-attention extractor also log an
+``final_model.zip``, and ``final_eval.json``. Checkpoints (``checkpoints/``, see :mod:`maskrl.agents.checkpoints`)
+are written atomically; ``--resume RUN_DIR`` finishes an interrupted run from its newest loadable one, and Ctrl-C
+or SIGTERM saves one before exiting (status 130 or 143). Policies with the entity-attention extractor also log an
 attention map to TensorBoard during training and save the last one as ``attention_map.png``.
 """
 
@@ -11,19 +13,31 @@ from __future__ import annotations
 
 import argparse
 import platform
+import signal
 import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from gymnasium import spaces
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.logger import Logger, configure, make_output_format
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from maskrl.agents.callbacks import MaskStatsCallback
+from maskrl.agents.checkpoints import (
+    RESEED_STRIDE,
+    Checkpoint,
+    CheckpointCallback,
+    handle_interrupts,
+    list_checkpoints,
+    load_latest,
+    restore_rng_state,
+)
 from maskrl.agents.envs import VEC_ENVS, make_vec_env
 from maskrl.agents.hyperparams import import_object, load_hyperparams, parse_key_values, resolve_algo_kwargs
 from maskrl.agents.registry import ALGOS, get_algo
@@ -53,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-episodes", type=positive_int, default=10, help="episodes per evaluation (default: 10)")
     parser.add_argument(
         "--save-freq", type=int, default=50_000, help="checkpoint every N env steps; <= 0 disables (default: 50000)"
+    )
+    parser.add_argument(
+        "--keep-checkpoints", type=positive_int, default=3, help="checkpoints to keep, newest first (default: 3)"
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish an interrupted run from its newest checkpoint, as its config.yml says (other training "
+        "options are ignored)",
     )
     parser.add_argument("--log-folder", default="runs", help="where run folders go (default: runs/)")
     parser.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override YAML hyperparameters")
@@ -119,25 +142,22 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_bar: bool = False) -> Path:
+def train(
+    config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_bar: bool = False, keep_checkpoints: int = 3
+) -> Path:
     """Train as ``config`` says and return the run folder.
 
     :param config: as made by :func:`resolve_config`
     :param log_folder: parent of the run folder
     :param verbose: 0 silent, 1 progress and summaries, 2 also SB3's debug output
     :param progress_bar: show SB3's progress bar
+    :param keep_checkpoints: how many periodic checkpoints to keep
+    :raises SystemExit: 130 or 143 after a SIGINT or SIGTERM, once a checkpoint is saved
     """
     spec = get_algo(config["algo"])
     try:
         algo_kwargs = resolve_algo_kwargs(config["hyperparams"])
-        env = make_vec_env(
-            config["env"],
-            config["n_envs"],
-            config["seed"],
-            config["vec_env"],
-            config["env_kwargs"],
-            sees_mask=spec.sees_mask,
-        )
+        env = _make_env(config, spec.sees_mask, resumes=0)
     except ValueError as error:
         raise UserError(str(error)) from None
     try:
@@ -164,9 +184,101 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
     model.set_logger(configure(str(run_dir / "tb"), formats))
     if verbose:
         print(f"run folder: {run_dir}")
+    _learn(model, env, config, run_dir, verbose, progress_bar, keep_checkpoints, resumes=0)
+    return run_dir
 
-    callbacks: list[BaseCallback] = [MaskStatsCallback()]
+
+def resume(run_dir: Path, verbose: int = 1, progress_bar: bool = False, keep_checkpoints: int = 3) -> Path:
+    """Finish the run in ``run_dir`` as its ``config.yml`` says, from its newest loadable checkpoint.
+
+    The envs cannot be checkpointed: they are re-seeded (deterministically, from the seed and the number of
+    resumes) and the episodes in progress are lost. Everything else continues: step counter, learning-rate
+    schedule, optimizer, random generators, TensorBoard curves, evaluations and best model.
+
+    :raises UserError: not a run folder, or no loadable checkpoint in it
+    """
+    config_path = run_dir / "config.yml"
+    if not config_path.is_file():
+        raise UserError(f"cannot resume {run_dir}: no config.yml there (not a run folder?)")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+        spec = get_algo(config["algo"])
+    except (yaml.YAMLError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"cannot resume {run_dir}: bad config.yml ({error})") from None
+    folder = run_dir / "checkpoints"
+    if not list_checkpoints(folder):
+        raise UserError(f"cannot resume {run_dir}: no checkpoints in {folder}")
+
+    def load(checkpoint: Checkpoint, state: dict[str, Any]) -> tuple[BaseAlgorithm, VecEnv, int]:
+        resumes = int(state["resumes"]) + 1
+        env = _make_env(config, spec.sees_mask, resumes)
+        try:
+            if state["vecnormalize"]:
+                env = VecNormalize.load(str(checkpoint.vecnormalize_path), env)
+            model = spec.algo_class.load(checkpoint.model_path, env=env, device=config["device"])
+        except BaseException:
+            env.close()
+            raise
+        # load() re-seeds the env with the run's seed (set_random_seed): re-seed it for this resume, then put the
+        # global generators back where the checkpoint left them.
+        env.seed(_env_seed(config, resumes))
+        restore_rng_state(state["rng"])
+        model.num_timesteps = int(state["num_timesteps"])
+        model._n_updates = int(state["n_updates"])
+        model.verbose = max(verbose - 1, 0)
+        return model, env, resumes
+
+    try:
+        loaded = load_latest(folder, load)
+    except ValueError as error:  # the env itself cannot be made: nothing to do with the checkpoints
+        raise UserError(str(error)) from None
+    if loaded is None:
+        raise UserError(f"cannot resume {run_dir}: no loadable checkpoint in {folder}")
+    checkpoint, (model, env, resumes) = loaded
+    # Same tb/ folder, so the curves continue (in a new events file); SB3's CSV writer truncates its file, so
+    # each resume gets its own.
+    outputs = [make_output_format("csv", str(run_dir / "tb"), f".resume{resumes}")]
+    outputs.append(make_output_format("tensorboard", str(run_dir / "tb")))
+    if verbose:
+        outputs.insert(0, make_output_format("stdout", str(run_dir / "tb")))
+        print(f"resuming {run_dir} from step {checkpoint.step} of {config['n_timesteps']}")
+    model.set_logger(Logger(str(run_dir / "tb"), outputs))
+    _learn(model, env, config, run_dir, verbose, progress_bar, keep_checkpoints, resumes)
+    return run_dir
+
+
+def _env_seed(config: dict[str, Any], resumes: int) -> int:
+    return config["seed"] + resumes * RESEED_STRIDE
+
+
+def _make_env(config: dict[str, Any], sees_mask: bool, resumes: int) -> VecEnv:
+    return make_vec_env(
+        config["env"],
+        config["n_envs"],
+        _env_seed(config, resumes),
+        config["vec_env"],
+        config["env_kwargs"],
+        sees_mask=sees_mask,
+    )
+
+
+def _learn(
+    model: BaseAlgorithm,
+    env: VecEnv,
+    config: dict[str, Any],
+    run_dir: Path,
+    verbose: int,
+    progress_bar: bool,
+    keep_checkpoints: int,
+    resumes: int,
+) -> None:
+    """Train ``model`` up to the configured steps (from wherever it is), then save and evaluate the final model."""
+    spec = get_algo(config["algo"])
     n_envs = config["n_envs"]
+    checkpoints = CheckpointCallback(
+        config["save_freq"], run_dir / "checkpoints", keep=keep_checkpoints, resumes=resumes, verbose=verbose
+    )
+    callbacks: list[BaseCallback] = [checkpoints, MaskStatsCallback()]
     attention = None
     if isinstance(model.policy.features_extractor, EntityAttentionExtractor):
         # About 20 attention maps over the run, labelled with the env's entity names when it has them.
@@ -174,29 +286,57 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
             log_freq=max(config["n_timesteps"] // (20 * n_envs), 1), label_fn=entity_labeller(env)
         )
         callbacks.append(attention)
-    if config["save_freq"] > 0:
-        callbacks.append(
-            CheckpointCallback(max(config["save_freq"] // n_envs, 1), str(run_dir / "checkpoints"), name_prefix="model")
-        )
     eval_env = None
     if config["eval_freq"] > 0:
         eval_env = make_vec_env(
             config["env"], 1, config["seed"] + 10_000, "dummy", config["env_kwargs"], sees_mask=spec.sees_mask
         )
-        callbacks.append(
-            spec.eval_callback_class(
-                eval_env,
-                n_eval_episodes=config["eval_episodes"],
-                eval_freq=max(config["eval_freq"] // n_envs, 1),
-                best_model_save_path=str(run_dir),
-                log_path=str(run_dir),
-                verbose=verbose,
-            )
+        evaluation = spec.eval_callback_class(
+            eval_env,
+            n_eval_episodes=config["eval_episodes"],
+            eval_freq=max(config["eval_freq"] // n_envs, 1),
+            best_model_save_path=str(run_dir),
+            log_path=str(run_dir),
+            verbose=verbose,
         )
+        if resumes:
+            _continue_evaluations(evaluation, run_dir / "evaluations.npz", model.num_timesteps)
+        callbacks.append(evaluation)
+    for callback in callbacks:
+        # Callbacks count their calls from the start of the run, so periodic work stays on the same steps.
+        callback.n_calls = model.num_timesteps // n_envs
+    remaining = config["n_timesteps"] - model.num_timesteps
+    interrupted = False
     try:
-        model.learn(config["n_timesteps"], callback=CallbackList(callbacks), progress_bar=progress_bar)
+        with handle_interrupts(checkpoints):
+            model.learn(
+                remaining,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=not resumes,
+                progress_bar=progress_bar,
+            )
+        interrupted = checkpoints.stop_signal is not None and model.num_timesteps < config["n_timesteps"]
+        if interrupted:
+            checkpoint = checkpoints.save_interrupted()
+            step = model.num_timesteps if checkpoint is None else checkpoint.step
+            print(
+                f"interrupted at step {step}; resume with: python train.py --resume {run_dir}",
+                file=sys.stderr,
+            )
+            sys.exit(128 + checkpoints.stop_signal)  # type: ignore[operator]
+    except KeyboardInterrupt:
+        # A second signal while stopping: the model may be mid-update, so it is not checkpointed.
+        interrupted = True
+        signum = checkpoints.stop_signal or signal.SIGINT
+        print(
+            f"interrupted again at step {model.num_timesteps}, not checkpointed; "
+            f"resume from the last checkpoint with: python train.py --resume {run_dir}",
+            file=sys.stderr,
+        )
+        sys.exit(128 + signum)
     finally:
-        model.save(run_dir / "final_model.zip")
+        if not interrupted:
+            model.save(run_dir / "final_model.zip")
         env.close()
         if eval_env is not None:
             eval_env.close()
@@ -216,8 +356,23 @@ def train(config: dict[str, Any], log_folder: Path, verbose: int = 1, progress_b
         print(f"final model: {run_dir / 'final_model.zip'}")
         print(f"evaluation of the final model over {config['eval_episodes']} episodes:")
         print(format_table(results))
-        print(f"TensorBoard: tensorboard --logdir {log_folder}")
-    return run_dir
+        print(f"TensorBoard: tensorboard --logdir {run_dir.parent.parent}")
+
+
+def _continue_evaluations(evaluation: EvalCallback, path: Path, step: int) -> None:
+    """Make a resumed run's ``EvalCallback`` extend ``evaluations.npz`` and only beat the best model so far."""
+    if not path.is_file():
+        return
+    with np.load(path) as saved:
+        keep = saved["timesteps"] <= step  # later ones were made after the checkpoint and will be redone
+        evaluation.evaluations_timesteps = saved["timesteps"][keep].tolist()
+        evaluation.evaluations_results = saved["results"][keep].tolist()
+        evaluation.evaluations_length = saved["ep_lengths"][keep].tolist()
+        if "successes" in saved:
+            evaluation.evaluations_successes = saved["successes"][keep].tolist()
+        if len(saved["results"]):
+            # best_model.zip may come from any evaluation, even one after the checkpoint.
+            evaluation.best_mean_reward = float(np.max(np.mean(saved["results"], axis=1)))
 
 
 def entity_labeller(env: VecEnv) -> Callable[[int], str] | None:
@@ -244,8 +399,11 @@ def main(argv: list[str] | None = None) -> None:
 
     def _run() -> None:
         args = build_parser().parse_args(argv)
+        if args.resume is not None:
+            resume(Path(args.resume), args.verbose, args.progress_bar, args.keep_checkpoints)
+            return
         config = resolve_config(args)
-        train(config, Path(args.log_folder), verbose=args.verbose, progress_bar=args.progress_bar)
+        train(config, Path(args.log_folder), args.verbose, args.progress_bar, args.keep_checkpoints)
 
     run_cli(_run, "train.py")
 
