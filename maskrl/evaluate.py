@@ -167,6 +167,9 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: int = 10) -> None:
     """Write ``frames`` (uint8 HxWx3) as an endlessly looping animated GIF."""
     if not frames:
         raise UserError("no frames to write: the env rendered nothing")
+    if not path.parent.is_dir():
+        # Checked first: imageio's writer, once opened on a bad path, complains again when garbage-collected.
+        raise UserError(f"cannot write {path}: {path.parent} is not a folder")
     try:
         iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
     except OSError as error:
@@ -217,7 +220,8 @@ def load_model(algo: str, model_path: Path, device: str = "auto") -> BaseAlgorit
         return get_algo(algo).algo_class.load(model_path, device=device)
     except FileNotFoundError:
         raise UserError(f"model file not found: {model_path}") from None
-    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError, OSError) as error:
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError, OSError, AssertionError) as error:
+        # SB3 asserts that the zip has its "data" entry: any other zip, or one cut in the wrong place.
         raise UserError(f"cannot load {model_path}: corrupt or not an SB3 model ({type(error).__name__})") from None
 
 

@@ -39,7 +39,13 @@ from maskrl.agents.checkpoints import (
     restore_rng_state,
 )
 from maskrl.agents.envs import VEC_ENVS, make_vec_env
-from maskrl.agents.hyperparams import import_object, load_hyperparams, parse_key_values, resolve_algo_kwargs
+from maskrl.agents.hyperparams import (
+    check_our_keys,
+    import_object,
+    load_hyperparams,
+    parse_key_values,
+    resolve_algo_kwargs,
+)
 from maskrl.agents.registry import ALGOS, get_algo
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 from maskrl.envs.wrappers import MASK_KEYS
@@ -115,6 +121,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     try:
         hyperparams = load_hyperparams(args.env, args.algo)
         hyperparams.update(parse_key_values(args.hyperparams, "--hyperparams"))
+        check_our_keys(hyperparams)
         env_kwargs = dict(hyperparams.get("env_kwargs") or {})
         env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
     except ValueError as error:
@@ -173,8 +180,9 @@ def train(
         model = spec.algo_class(
             policy, env, seed=config["seed"], device=config["device"], verbose=max(verbose - 1, 0), **algo_kwargs
         )
-    except (TypeError, ValueError) as error:
-        # Unknown keyword arguments (TypeError) or values the policy refuses (ValueError, one line).
+    except (TypeError, ValueError, AssertionError) as error:
+        # Unknown keyword arguments (TypeError), values the policy refuses (ValueError, one line), SB3's own
+        # range checks (AssertionError, e.g. batch_size=0).
         env.close()
         raise UserError(f"bad hyperparameters for {config['algo']}: {error}") from None
 

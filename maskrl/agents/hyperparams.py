@@ -138,8 +138,43 @@ def resolve_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+#: constructor arguments of the SB3 algorithms that must be numbers (schedules may also be ``lin_<start>``)
+NUMERIC_KEYS = (
+    "gamma",
+    "gae_lambda",
+    "ent_coef",
+    "vf_coef",
+    "max_grad_norm",
+    "n_steps",
+    "batch_size",
+    "n_epochs",
+    "target_kl",
+    "rms_prop_eps",
+)
+
+
+def check_our_keys(hyperparams: dict[str, Any]) -> None:
+    """One-line ``ValueError`` for values of our own keys (and numeric SB3 arguments) of the wrong type.
+
+    SB3 does not check types, so ``gamma=abc`` would only fail deep inside the first rollout.
+    """
+    for key in ("n_timesteps", "n_envs"):
+        value = hyperparams.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"hyperparameter {key} must be an integer, got {value!r}")
+    for key in ("env_kwargs", "policy_kwargs"):
+        value = hyperparams.get(key)
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"hyperparameter {key} must be a mapping like {{key: value}}, got {value!r}")
+    for key in NUMERIC_KEYS:
+        value = hyperparams.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueError(f"hyperparameter {key} must be a number, got {value!r}")
+
+
 def resolve_algo_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
     """The algorithm's constructor arguments: our own keys removed, names and schedules resolved."""
+    check_our_keys(hyperparams)
     kwargs = {key: value for key, value in hyperparams.items() if key not in OUR_KEYS}
     for key in ("learning_rate", "clip_range", "clip_range_vf"):
         if key in kwargs:

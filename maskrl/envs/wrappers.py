@@ -54,7 +54,10 @@ class ActionMasksToObservation(gym.ObservationWrapper):
             self.observation_space = spaces.Dict({"observation": inner, ACTION_MASK_KEY: mask_space})
 
     def observation(self, observation: Any) -> dict[str, Any]:
-        mask = np.asarray(self.env.get_wrapper_attr("action_masks")(), dtype=np.int8)
+        raw = np.asarray(self.env.get_wrapper_attr("action_masks")())
+        if raw.dtype != np.bool_ and not np.isin(raw, (0, 1)).all():
+            raise ValueError(f"action_masks() must return booleans or 0/1, got values {np.unique(raw)[:5].tolist()}")
+        mask = raw.astype(np.int8)
         if mask.shape != (self._mask_size,):
             raise ValueError(
                 f"action_masks() returned shape {mask.shape}, expected ({self._mask_size},) for {self.env.action_space}"
