@@ -1,0 +1,283 @@
+"""Attention masks and token masking for self-supervised objectives on trajectory transformers.
+
+Representation-level masking as in SMART (Sun et al. 2023) and Masked Trajectory Models (Wu et al. 2023):
+instead of masking *actions* (see :mod:`maskrl.policies.distributions`), these masks hide *tokens* from a
+transformer so that it has to predict them.
+
+**Convention.** Every mask built here is a boolean tensor of shape ``(T, T)`` where ``mask[i, j]`` is ``True``
+when query row ``i`` **may attend** to key column ``j``. This is the convention of the boolean ``attn_mask`` of
+:func:`torch.nn.functional.scaled_dot_product_attention`, so the masks can be passed to it directly. Use
+:func:`to_mha_mask` for :class:`torch.nn.MultiheadAttention` (whose boolean mask means the opposite) and
+:func:`to_additive_mask` for code that adds a float mask to the attention scores.
+
+**Trajectory layout.** The trajectory builders assume an interleaved sequence ``o1 a1 o2 a2 ...``: even positions
+(0, 2, 4, ...) are observation tokens and odd positions are action tokens. ``T`` may be odd, in which case the
+sequence ends with an observation (e.g. the current observation whose action is still to be chosen).
+
+Every row of every mask built here allows at least its own diagonal entry, so no row is fully masked and softmax
+never sees a row of only ``-inf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "block_causal_mask",
+    "causal_mask",
+    "inverse_dynamics_mask",
+    "random_trajectory_mask",
+    "to_additive_mask",
+    "to_mha_mask",
+]
+
+Modality = Literal["action", "observation", "both"]
+_MODALITIES = ("action", "observation", "both")
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    # bool is an int subclass; ``causal_mask(True)`` is almost certainly a bug, so refuse it.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_bool_mask(mask: Tensor) -> None:
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        raise ValueError("mask must be a torch.bool tensor (True = may attend)")
+    if mask.ndim < 2:
+        raise ValueError(f"mask must have at least 2 dimensions (..., T_query, T_key), got shape {tuple(mask.shape)}")
+
+
+# --------------------------------------------------------------------------------------------- conversions
+
+
+def to_mha_mask(mask: Tensor) -> Tensor:
+    """Convert a "True = may attend" mask to the boolean ``attn_mask`` of :class:`torch.nn.MultiheadAttention`.
+
+    ``nn.MultiheadAttention`` uses the opposite convention: ``True`` means the position is **not** allowed.
+
+    :param mask: boolean mask, ``True`` = may attend, shape ``(..., T, T)``.
+    :return: a new boolean tensor, ``True`` = may **not** attend.
+    :raises ValueError: if ``mask`` is not a boolean tensor with at least 2 dimensions.
+    """
+    _check_bool_mask(mask)
+    return ~mask
+
+
+def to_additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Convert a "True = may attend" mask to an additive float mask: ``0`` where allowed, ``-inf`` elsewhere.
+
+    ``-inf`` rather than ``torch.finfo(dtype).min`` because ``exp(-inf)`` is exactly 0: the attention weights (and
+    their gradients) of hidden positions are exactly zero, matching the boolean path of
+    :func:`~torch.nn.functional.scaled_dot_product_attention` bit for bit, whereas a large finite value only makes
+    them tiny, and ``finfo.min + score`` can overflow to ``-inf`` anyway for negative scores. The cost: a row with no
+    allowed entry becomes NaN after softmax. That cannot happen with the masks of this module (the diagonal is always
+    allowed) and for a hand-made mask a NaN is a louder symptom than silently uniform attention.
+
+    :param mask: boolean mask, ``True`` = may attend, shape ``(..., T, T)``.
+    :param dtype: floating-point dtype of the result (use the dtype of the attention scores).
+    :return: a float tensor of ``dtype`` on ``mask``'s device.
+    :raises ValueError: if ``mask`` is not a boolean tensor or ``dtype`` is not floating point.
+    """
+    _check_bool_mask(mask)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+    additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+    return additive.masked_fill(~mask, float("-inf"))
+
+
+# --------------------------------------------------------------------------------------------- builders
+
+
+def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
+    """Causal mask: token ``i`` may attend to tokens ``0..i`` (lower triangle including the diagonal).
+
+    Example, ``T = 4``::
+
+        1 0 0 0
+        1 1 0 0
+        1 1 1 0
+        1 1 1 1
+
+    :param T: sequence length, ``>= 1``.
+    :param device: device of the result.
+    :return: boolean tensor ``(T, T)``, ``True`` = may attend.
+    :raises ValueError: if ``T`` is not a positive int.
+    """
+    _check_int("T", T, 1)
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def inverse_dynamics_mask(
+    T: int, n_hidden: int = 1, start: int = 2, device: torch.device | str | None = None
+) -> Tensor:
+    """Causal mask over ``o1 a1 o2 a2 ...`` with the action before each observation hidden from it.
+
+    For every observation position ``p`` (even) with ``p >= start``, the ``n_hidden`` tokens immediately preceding
+    ``p`` (positions ``p - n_hidden .. p - 1``, clipped at 0) are hidden from query ``p``; the token itself is never
+    hidden. Everything else is the :func:`causal_mask`. With ``n_hidden = 1`` the token ``o(t+1)`` cannot see
+    ``a(t)``, so a head that predicts ``a(t)`` from ``o(t)`` and ``o(t+1)`` learns inverse dynamics instead of
+    copying the action. ``n_hidden = 2`` also hides ``o(t)`` from ``o(t+1)``. Action rows are plain causal.
+
+    Because the hidden tokens are a contiguous block just before ``p`` and every visible key ``j < p - n_hidden``
+    only sees keys ``<= j``, the hidden tokens stay unreachable through any number of stacked layers **provided every
+    layer uses this mask**.
+
+    Example, ``T = 8``, ``n_hidden = 1``, ``start = 2`` (rows = queries, columns = keys, 1 = may attend)::
+
+               o1 a1 o2 a2 o3 a3 o4 a4
+        o1  [   1  0  0  0  0  0  0  0 ]
+        a1  [   1  1  0  0  0  0  0  0 ]
+        o2  [   1  0  1  0  0  0  0  0 ]   o2 cannot see a1
+        a2  [   1  1  1  1  0  0  0  0 ]
+        o3  [   1  1  1  0  1  0  0  0 ]   o3 cannot see a2
+        a3  [   1  1  1  1  1  1  0  0 ]
+        o4  [   1  1  1  1  1  0  1  0 ]   o4 cannot see a3
+        a4  [   1  1  1  1  1  1  1  1 ]
+
+    :param T: sequence length, ``>= 1``; odd when the sequence ends with an observation.
+    :param n_hidden: number of tokens immediately preceding each observation that are hidden from it, ``>= 1``.
+    :param start: first observation position where hiding starts; an even int ``>= 2`` (position 2 is the first
+        observation with a preceding action). ``start >= T`` gives the plain causal mask.
+    :param device: device of the result.
+    :return: boolean tensor ``(T, T)``, ``True`` = may attend.
+    :raises ValueError: on a non-positive ``T``, ``n_hidden < 1`` or an odd / too small ``start``.
+    """
+    _check_int("T", T, 1)
+    _check_int("n_hidden", n_hidden, 1)
+    _check_int("start", start, 2)
+    if start % 2:
+        raise ValueError(f"start must be an even (observation) position, got {start}")
+    mask = causal_mask(T, device=device)
+    for p in range(start, T, 2):
+        mask[p, max(0, p - n_hidden) : p] = False
+    return mask
+
+
+def block_causal_mask(n_steps: int, tokens_per_step: int, device: torch.device | str | None = None) -> Tensor:
+    """Block-causal mask for steps made of several tokens (e.g. an observation split into patches).
+
+    Token ``i`` belongs to step ``i // tokens_per_step``; it may attend to every token of its own step and of all
+    earlier steps, never to a later step. Example, 3 steps x 2 tokens::
+
+        1 1 0 0 0 0
+        1 1 0 0 0 0
+        1 1 1 1 0 0
+        1 1 1 1 0 0
+        1 1 1 1 1 1
+        1 1 1 1 1 1
+
+    :param n_steps: number of steps, ``>= 1``.
+    :param tokens_per_step: tokens per step, ``>= 1`` (1 gives :func:`causal_mask`).
+    :param device: device of the result.
+    :return: boolean tensor ``(n_steps * tokens_per_step, n_steps * tokens_per_step)``, ``True`` = may attend.
+    :raises ValueError: if either argument is not a positive int.
+    """
+    _check_int("n_steps", n_steps, 1)
+    _check_int("tokens_per_step", tokens_per_step, 1)
+    step = torch.arange(n_steps * tokens_per_step, device=device) // tokens_per_step
+    return step[None, :] <= step[:, None]
+
+
+# --------------------------------------------------------------------------------------------- token masking
+
+
+def _candidate_positions(T: int, modality: str, device: torch.device) -> Tensor:
+    if modality == "observation":
+        return torch.arange(0, T, 2, device=device)
+    if modality == "action":
+        return torch.arange(1, T, 2, device=device)
+    return torch.arange(T, device=device)
+
+
+def random_trajectory_mask(
+    tokens: Tensor,
+    ratio: float | None = None,
+    indices: Sequence[int] | Tensor | None = None,
+    modality: Modality = "both",
+    mask_value: float | Tensor = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Replace some observation and/or action tokens of interleaved trajectories by a mask value.
+
+    The candidates are the positions of the chosen ``modality`` in the ``o1 a1 o2 a2 ...`` layout (even positions =
+    observations, odd = actions, all for ``"both"``). Give exactly one of
+
+    - ``ratio``: each row gets exactly ``round(ratio * n_candidates)`` masked positions (Python's ``round``, i.e.
+      half to even), drawn uniformly without replacement and independently per row from ``generator``;
+    - ``indices``: explicit positions, either 1-D (the same positions in every row) or 2-D ``(B, k)`` (per row);
+      each must be a candidate of ``modality``. Duplicates are allowed.
+
+    ``tokens`` is not modified; the result is a new tensor. If ``mask_value`` is a tensor that requires grad (e.g.
+    an :class:`torch.nn.Parameter` mask embedding), gradients flow to it from the masked positions.
+
+    :param tokens: token embeddings, shape ``(B, T, D)``, floating point.
+    :param ratio: fraction of candidates to mask per row, in ``[0, 1]``.
+    :param indices: explicit positions to mask (1-D or ``(B, k)`` ints in ``[0, T)``).
+    :param modality: ``"action"``, ``"observation"`` or ``"both"``.
+    :param mask_value: a constant, or a tensor of shape ``(D,)`` (or a scalar tensor) such as a learned embedding.
+    :param generator: random generator for ``ratio`` (on ``tokens``' device); the global RNG if ``None``.
+    :return: ``(masked_tokens, masked_positions)``: the tokens with masked positions replaced (``(B, T, D)``) and a
+        boolean ``(B, T)`` tensor, ``True`` where a token was replaced.
+    :raises ValueError: on bad shapes, a bad ``modality``, ``ratio`` outside ``[0, 1]``, both or neither of
+        ``ratio`` and ``indices``, or indices out of range or not of the chosen modality.
+    """
+    if not isinstance(tokens, Tensor) or tokens.ndim != 3:
+        raise ValueError(f"tokens must be a tensor of shape (B, T, D), got {getattr(tokens, 'shape', type(tokens))}")
+    if not tokens.is_floating_point():
+        raise ValueError(f"tokens must be floating point, got {tokens.dtype}")
+    if modality not in _MODALITIES:
+        raise ValueError(f"modality must be one of {_MODALITIES}, got {modality!r}")
+    if (ratio is None) == (indices is None):
+        raise ValueError("give exactly one of ratio and indices")
+    B, T, D = tokens.shape
+    device = tokens.device
+    candidates = _candidate_positions(T, modality, device)
+    masked = torch.zeros(B, T, dtype=torch.bool, device=device)
+
+    if ratio is not None:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio must be a number in [0, 1], got {ratio!r}")
+        n_mask = round(ratio * len(candidates))
+        if n_mask > 0:
+            # argsort of i.i.d. uniforms is a uniform random permutation per row.
+            scores = torch.rand(B, len(candidates), generator=generator, device=device)
+            chosen = candidates[scores.argsort(dim=1)[:, :n_mask]]
+            masked.scatter_(1, chosen, True)
+    else:
+        idx = torch.as_tensor(indices, device=device)
+        if idx.numel() > 0 and (idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex()):
+            raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
+        if idx.ndim == 1:
+            idx = idx.expand(B, -1)
+        elif idx.ndim != 2 or idx.shape[0] != B:
+            raise ValueError(f"indices must be 1-D or of shape (B={B}, k), got shape {tuple(idx.shape)}")
+        idx = idx.long()
+        if idx.numel() > 0:
+            if idx.min() < 0 or idx.max() >= T:
+                raise ValueError(f"indices must be in [0, {T}), got values in [{int(idx.min())}, {int(idx.max())}]")
+            is_candidate = torch.zeros(T, dtype=torch.bool, device=device)
+            is_candidate[candidates] = True
+            if not bool(is_candidate[idx].all()):
+                raise ValueError(f"indices must all be {modality} positions (observations even, actions odd)")
+            masked.scatter_(1, idx, True)
+
+    if isinstance(mask_value, Tensor):
+        if mask_value.shape not in ((), (D,)):
+            raise ValueError(f"mask_value tensor must have shape () or (D={D},), got {tuple(mask_value.shape)}")
+        # ``.to`` is differentiable, so a Parameter still receives gradient.
+        value = mask_value.to(dtype=tokens.dtype, device=device)
+    elif isinstance(mask_value, (int, float)) and not isinstance(mask_value, bool):
+        value = torch.tensor(float(mask_value), dtype=tokens.dtype, device=device)
+    else:
+        raise ValueError(f"mask_value must be a number or a tensor, got {type(mask_value).__name__}")
+    # torch.where builds a new tensor: the input is untouched and unmasked entries are copied bit for bit.
+    masked_tokens = torch.where(masked[..., None], value.expand(D), tokens)
+    return masked_tokens, masked
