@@ -678,7 +678,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         img = np.repeat(np.repeat(cell_colour, px, axis=0), px, axis=1)
         img[::px, :] = self._GRID_LINE
         img[:, ::px] = self._GRID_LINE
-        sprites = _sprites(px)
+        sprites = entity_sprites(px)
         for cell, kind in self._occupants():
             r, c = divmod(cell, s)
             block = img[r * px : (r + 1) * px, c * px : (c + 1) * px]
@@ -691,9 +691,12 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return img
 
 
-@functools.lru_cache(maxsize=2)
-def _sprites(px: int) -> dict[Any, Any]:
-    """Per entity type: (shape mask, colour image, dimmed colour image) of one ``px`` x ``px`` cell; and a cross."""
+@functools.lru_cache(maxsize=4)
+def entity_sprites(px: int) -> dict[Any, Any]:
+    """Per entity type: (shape mask, colour image, dimmed colour image) of one ``px`` x ``px`` cell; and a cross.
+
+    Cached (built once per cell size, not once per rendered frame); the arrays are shared, so read them only.
+    """
     yy, xx = np.mgrid[0:px, 0:px].astype(float)
     u, v = (yy + 0.5) / px - 0.5, (xx + 0.5) / px - 0.5  # cell coordinates in [-0.5, 0.5]
     r2 = u**2 + v**2

@@ -128,7 +128,7 @@ from pettingzoo.utils.conversions import parallel_to_aec
 
 from maskrl.envs.checks import check_int, check_number
 from maskrl.envs.grid_utils import MOVES, bfs_distances, connected_components, grid_neighbours
-from maskrl.envs.panda_grid import DRAGON, PANDA, TREE, WATERMELON, _sprites
+from maskrl.envs.panda_grid import DRAGON, PANDA, TREE, WATERMELON, entity_sprites
 
 __all__ = [
     "ACTION_NAMES",
@@ -559,7 +559,7 @@ class PandaHerdParallelEnv(ParallelEnv):
         img[:] = self._FLOOR
         img[::px, :] = self._GRID_LINE
         img[:, ::px] = self._GRID_LINE
-        sprites = _sprites(px)
+        sprites = entity_sprites(px)
         occupants = [(c, TREE) for c in self._trees] + [(c, WATERMELON) for c in self._wm]
         occupants += [(p, PANDA) for p in self._pos if p >= 0] + [(c, DRAGON) for c in self._dragons]
         for cell, kind in occupants:
