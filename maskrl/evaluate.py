@@ -93,6 +93,8 @@ def evaluate_model(
             raise UserError("--video and --render cannot be used together")
         render = "rgb_array"
     env = make_vec_env(env_id, 1, seed, "dummy", env_kwargs, sees_mask=spec.sees_mask, render_mode=render)
+    # The wrapping SB3 gave the training env (VecTransposeImage for channel-last images), so spaces compare equal.
+    env = BaseAlgorithm._wrap_env(env, monitor_wrapper=False)
     metadata = env.get_attr("metadata")[0]
     if render is not None and render not in metadata.get("render_modes", []):
         env.close()

@@ -251,3 +251,41 @@ def test_train_panda_grid_logs_and_saves_attention_maps(tmp_path: Path) -> None:
     accumulator.Reload()
     assert "attention/map" in accumulator.Tags()["images"]
     assert "env/watermelons_eaten" in accumulator.Tags()["scalars"]
+
+
+def test_train_and_evaluate_contrastive_ppo_on_image_observations(tmp_path: Path, capsys) -> None:
+    train_main(
+        [
+            "--algo",
+            "ppo_contrastive",
+            "--env",
+            "maskrl/PandaGridImage-v0",
+            "--log-folder",
+            str(tmp_path),
+            "-n",
+            "256",
+            "--n-envs",
+            "2",
+            "--hyperparams",
+            "n_steps=64",
+            "batch_size=64",
+            "n_epochs=1",
+            "--eval-freq",
+            "0",
+            "--save-freq",
+            "0",
+            "--eval-episodes",
+            "1",
+            "-v",
+            "0",
+        ]
+    )
+    run_dir = tmp_path / "ppo_contrastive" / "PandaGridImage-v0_1"
+    (events,) = (run_dir / "tb").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert "train/contrastive_loss" in accumulator.Tags()["scalars"]
+    # The model's image space is channel-first (SB3 transposes it), the env's channel-last: evaluate must match them.
+    capsys.readouterr()
+    evaluate_main([str(run_dir), "-n", "1", "--model", "final"])
+    assert "return" in capsys.readouterr().out

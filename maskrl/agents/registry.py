@@ -4,6 +4,9 @@
 observation). ``maskable_ppo`` is sb3-contrib's MaskablePPO, which reads ``env.action_masks()``
 instead; ``ppo_nomask`` is plain PPO that never sees a mask (invalid actions become no-ops, usually
 with a penalty set through the env's ``invalid_action_penalty``): the baseline of the masking study.
+``ppo_naive`` is the study's "naive masking" (:mod:`maskrl.policies.naive_masking`): masked sampling, but
+log-probs and entropy of the unmasked distribution in the PPO update. ``ppo_contrastive`` is PPO with the
+masked policy plus the masked contrastive auxiliary loss (:mod:`maskrl.agents.contrastive`), for image observations.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
+from maskrl.agents.contrastive import ContrastivePPO
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
+from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,22 @@ ALGOS: dict[str, AlgoSpec] = {
         EvalCallback,
         evaluate_policy,
         "plain SB3 PPO that sees no mask; invalid actions are no-ops (penalised via env kwargs)",
+    ),
+    "ppo_naive": AlgoSpec(
+        PPO,
+        (NaiveMaskedPolicy, NaiveMaskedMultiInputPolicy),
+        True,
+        EvalCallback,
+        evaluate_policy,
+        "SB3 PPO with naive masking: masked sampling, unmasked log-probs and entropy in the update (for studies)",
+    ),
+    "ppo_contrastive": AlgoSpec(
+        ContrastivePPO,
+        (MaskedActorCriticPolicy, MaskedMultiInputPolicy),
+        True,
+        EvalCallback,
+        evaluate_policy,
+        "PPO with the masked policy + masked contrastive auxiliary loss (M-CURL), for image observations",
     ),
 }
 

@@ -10,13 +10,15 @@ from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks
 # shared policy on it is ``maskrl.envs.herd_vec_env.HerdVecEnv`` (not imported here: it needs SB3 and torch).
 __all__ = ["ActionMasksToObservation", "DropMasks", "panda_herd_v0"]
 
-# Entry points are strings so that importing maskrl stays cheap.
-_ENVS = {
-    "maskrl/Kart-v0": "maskrl.envs.kart:KartEnv",
-    "maskrl/PandaGrid-v0": "maskrl.envs.panda_grid:PandaGridEnv",
-    "maskrl/PandaHerd-v0": "maskrl.envs.panda_herd:PandaHerdGridEnv",
+# Entry points are strings so that importing maskrl stays cheap. Each id maps to (entry point, default kwargs).
+_ENVS: dict[str, tuple[str, dict[str, object]]] = {
+    "maskrl/Kart-v0": ("maskrl.envs.kart:KartEnv", {}),
+    "maskrl/PandaGrid-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {}),
+    # The same world seen as a small fogged picture (3 px per cell) for pixel policies.
+    "maskrl/PandaGridImage-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {"obs_mode": "image"}),
+    "maskrl/PandaHerd-v0": ("maskrl.envs.panda_herd:PandaHerdGridEnv", {}),
 }
 
-for _env_id, _entry_point in _ENVS.items():
+for _env_id, (_entry_point, _kwargs) in _ENVS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point=_entry_point)
+        register(id=_env_id, entry_point=_entry_point, kwargs=_kwargs)

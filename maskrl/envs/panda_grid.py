@@ -10,7 +10,9 @@
      - ``Discrete(5)``
    * - Observations
      - ``Dict({"entities": Box(-1, 1, (max_entities, 9), float32), "visibility": MultiBinary(max_entities),
-       "action_mask": MultiBinary(5)})``
+       "action_mask": MultiBinary(5)})``; with ``obs_mode="image"`` (``maskrl/PandaGridImage-v0``):
+       ``Dict({"observation": Box(0, 255, (side, side, 3), uint8), "action_mask": MultiBinary(5)})``, ``side =
+       size * image_cell_px`` (``(2 * size - 1) * image_cell_px`` with ``image_view="egocentric"``)
    * - Entity slots
      - ``max_entities = 1 + n_watermelons + 2 + max_trees`` (15 with the defaults)
    * - Agents
@@ -71,6 +73,27 @@ entities and padding slots. The rows of hidden entities and of padding slots are
 carries no information about what the panda cannot see. ``obs["action_mask"]`` is the int8 0/1 validity of every
 action (the same as ``env.action_masks()``).
 
+Image observations
+------------------
+With ``obs_mode="image"`` (registered as ``maskrl/PandaGridImage-v0``) ``obs["observation"]`` is a small uint8
+picture, channel-last ``(H, W, 3)`` with ``H = W = size * image_cell_px`` (24 x 24 with the defaults), for pixel
+policies (SB3 sees an image space and transposes it to channel-first, also inside the ``Dict``). Every cell is a
+flat ``image_cell_px`` x ``image_cell_px`` square of one colour (``IMAGE_COLOURS``):
+
+- a cell the panda does not see is **fog**, whatever is on it, so the picture carries exactly the information of
+  the entity observation: visibility is drawn, hidden entities are not;
+- a seen cell shows its top occupant (panda over dragon over scorpion over watermelon over tree), else the
+  ground colour.
+
+``image_view="global"`` (the default) draws the grid as it is. ``image_view="egocentric"`` draws a
+``(2 * size - 1)``-cell square window centred on the panda (the panda is always the centre cell), with the cells
+beyond the grid's edge drawn in the ``"wall"`` colour: the same information, but a convolution sees every object
+at its offset from the panda, which is much easier to learn from.
+
+``obs["action_mask"]`` is unchanged, as is everything else (dynamics, rewards, ``info``, ``action_masks()``,
+rendering); there is no ``"entities"`` or ``"visibility"`` key in this mode. The default ``obs_mode="entities"``
+is the observation described above.
+
 Actions
 -------
 ======  ===========  ==================================================
@@ -117,7 +140,9 @@ Arguments
 ``size=8`` (5-16), ``n_watermelons=2`` (1-4), ``max_trees=None`` (0 to ``size**2 // 4``; ``None``:
 ``size**2 // 6``, 10 at size 8), ``min_trees=None`` (0 to ``max_trees``; ``None``: ``max_trees // 2``),
 ``view_radius=None`` (``None`` = unlimited, or a number >= 1), ``dragon_chase_prob=0.75`` (0-1),
-``max_steps=100`` (>= 1), ``caught_penalty=-1.0``, ``invalid_action_penalty=0.0``, ``render_mode=None``
+``max_steps=100`` (>= 1), ``caught_penalty=-1.0``, ``invalid_action_penalty=0.0``, ``obs_mode="entities"``
+(or ``"image"``), ``image_cell_px=3`` (1-32, pixels per cell in image mode), ``image_view="global"`` (or
+``"egocentric"``), ``render_mode=None``
 (``"ansi"``: a header line and one text row per grid row, ``P W S D T`` for what the panda sees, lower case for
 hidden entities, ``.`` for seen empty cells and ``:`` for unseen ones; ``"rgb_array"``: a uint8 picture of
 32 x 32 pixels per cell, unseen cells shaded, hidden entities greyed and crossed out).
@@ -126,7 +151,8 @@ hidden entities, ``.`` for seen empty cells and ``:`` for unseen ones; ``"rgb_ar
 
 Version history
 ---------------
-* v0: initial version.
+* v0: initial version; the ``obs_mode="image"`` option (``maskrl/PandaGridImage-v0``) was added later and does not
+  change the default observation.
 """
 
 import functools
@@ -146,8 +172,11 @@ __all__ = [
     "DRAGON",
     "ENTITY_FEATURES",
     "ENTITY_TYPE_NAMES",
+    "IMAGE_COLOURS",
+    "IMAGE_VIEWS",
     "LEFT",
     "N_ACTIONS",
+    "OBS_MODES",
     "PANDA",
     "RIGHT",
     "SCORPION",
@@ -175,6 +204,20 @@ _TYPE_COL = 4  # first one-hot column
 
 _LAYOUT_CHARS = {"P": PANDA, "W": WATERMELON, "S": SCORPION, "D": DRAGON, "T": TREE}
 _WATERMELON_REWARD = 1.0
+OBS_MODES = ("entities", "image")
+IMAGE_VIEWS = ("global", "egocentric")
+# Flat cell colours of the image observation: distinct, and none equal to the fog, so that a cell is fog exactly
+# when the panda does not see it.
+IMAGE_COLOURS: dict[str, tuple[int, int, int]] = {
+    "fog": (60, 75, 55),
+    "ground": (150, 200, 110),
+    "panda": (255, 255, 255),
+    "watermelon": (255, 70, 110),
+    "scorpion": (255, 170, 0),
+    "dragon": (130, 0, 200),
+    "tree": (20, 90, 35),
+    "wall": (0, 0, 90),
+}
 _RAND_BUFFER = 1024
 _PLACEMENT_ATTEMPTS = 100
 
@@ -294,6 +337,10 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     :param max_steps: truncation horizon (>= 1).
     :param caught_penalty: added to the reward of the step in which the panda is caught.
     :param invalid_action_penalty: added to the reward of every step whose action was invalid (pass e.g. -0.1).
+    :param obs_mode: ``"entities"`` (the entity rows and their visibility) or ``"image"`` (a small fogged picture
+        under ``"observation"``); see the module docstring.
+    :param image_cell_px: pixels per cell side of the image observation (1-32).
+    :param image_view: ``"global"`` (the grid as it is) or ``"egocentric"`` (a window centred on the panda).
     :param render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
     """
 
@@ -310,6 +357,9 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         max_steps: int = 100,
         caught_penalty: float = -1.0,
         invalid_action_penalty: float = 0.0,
+        obs_mode: str = "entities",
+        image_cell_px: int = 3,
+        image_view: str = "global",
         render_mode: str | None = None,
     ) -> None:
         check_int("size", size, 5, 16)
@@ -330,6 +380,11 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         check_int("max_steps", max_steps, 1, None)
         check_number("caught_penalty", caught_penalty)
         check_number("invalid_action_penalty", invalid_action_penalty)
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
+        check_int("image_cell_px", image_cell_px, 1, 32)
+        if image_view not in IMAGE_VIEWS:
+            raise ValueError(f"image_view must be one of {IMAGE_VIEWS}, got {image_view!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
 
@@ -342,6 +397,9 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.max_steps = max_steps
         self.caught_penalty = float(caught_penalty)
         self.invalid_action_penalty = float(invalid_action_penalty)
+        self.obs_mode = obs_mode
+        self.image_cell_px = image_cell_px
+        self.image_view = image_view
         self.render_mode = render_mode
 
         self.n_cells = size * size
@@ -358,12 +416,25 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         }
 
         self.action_space = spaces.Discrete(N_ACTIONS)
-        self.observation_space = spaces.Dict(
-            {
-                "entities": spaces.Box(-1.0, 1.0, shape=(self.max_entities, _N_FEATURES), dtype=np.float32),
-                "visibility": spaces.MultiBinary(self.max_entities),
-                "action_mask": spaces.MultiBinary(N_ACTIONS),
-            }
+        if obs_mode == "image":
+            side = (size if image_view == "global" else 2 * size - 1) * image_cell_px
+            self.observation_space = spaces.Dict(
+                {
+                    "observation": spaces.Box(0, 255, shape=(side, side, 3), dtype=np.uint8),
+                    "action_mask": spaces.MultiBinary(N_ACTIONS),
+                }
+            )
+        else:
+            self.observation_space = spaces.Dict(
+                {
+                    "entities": spaces.Box(-1.0, 1.0, shape=(self.max_entities, _N_FEATURES), dtype=np.float32),
+                    "visibility": spaces.MultiBinary(self.max_entities),
+                    "action_mask": spaces.MultiBinary(N_ACTIONS),
+                }
+            )
+        # Row k: the colour of entity type k (PANDA .. TREE), then ground, fog and wall.
+        self._palette = np.array(
+            [IMAGE_COLOURS[name] for name in (*ENTITY_TYPE_NAMES, "ground", "fog", "wall")], dtype=np.uint8
         )
 
         self._tables = _sight_tables(size)
@@ -625,6 +696,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return self._vis[self._panda].reshape(self.size, self.size).copy()
 
     def _get_obs(self) -> dict[str, np.ndarray]:
+        if self.obs_mode == "image":
+            return {"observation": self._render_image(), "action_mask": self._mask.copy()}
         f = self._feat
         rows, cols = np.divmod(self._ent, self.size)
         f[:, 0] = cols
@@ -634,6 +707,25 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         f[:, _TYPE_COL:] = self._onehot
         f[self._visible == 0] = 0.0  # assignment, not multiplication: no -0.0 (whose sign would leak dx/dy)
         return {"entities": f.copy(), "visibility": self._visible.copy(), "action_mask": self._mask.copy()}
+
+    def _render_image(self) -> np.ndarray:
+        """The image observation: one flat colour per cell, fog on every cell the panda does not see."""
+        s, px = self.size, self.image_cell_px
+        vis = self._vis[self._panda]
+        kind = np.where(vis, len(ENTITY_TYPE_NAMES), len(ENTITY_TYPE_NAMES) + 1)  # ground or fog
+        for cell, k in self._occupants():  # later occupants are drawn on top
+            if vis[cell]:
+                kind[cell] = k
+        kind = kind.reshape(s, s)
+        if self.image_view == "egocentric":
+            # Window of 2s-1 cells centred on the panda; off-grid cells are wall.
+            pr, pc = divmod(self._panda, s)
+            window = np.full((2 * s - 1, 2 * s - 1), len(ENTITY_TYPE_NAMES) + 2)
+            window[s - 1 - pr : 2 * s - 1 - pr, s - 1 - pc : 2 * s - 1 - pc] = kind
+            kind = window
+        n = kind.shape[0]
+        cells = self._palette[kind].reshape(n, 1, n, 1, 3)
+        return np.ascontiguousarray(np.broadcast_to(cells, (n, px, n, px, 3)).reshape(n * px, n * px, 3))
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

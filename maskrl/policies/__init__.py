@@ -9,11 +9,13 @@ from maskrl.policies.categorical_map import CategoricalMap, CategoricalMapDistri
 from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 from maskrl.policies.gridnet import GridNetPolicy
+from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy
 from maskrl.policies.sb3_distributions import (
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
     make_masked_distribution,
 )
+from maskrl.policies.small_cnn import SmallCNN
 
 __all__ = [
     "CategoricalMap",
@@ -26,5 +28,8 @@ __all__ = [
     "MaskedMultiCategorical",
     "MaskedMultiCategoricalDistribution",
     "MaskedMultiInputPolicy",
+    "NaiveMaskedMultiInputPolicy",
+    "NaiveMaskedPolicy",
+    "SmallCNN",
     "make_masked_distribution",
 ]
