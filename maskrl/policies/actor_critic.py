@@ -18,7 +18,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from maskrl.envs.wrappers import ACTION_MASK_KEY, action_mask_size
-from maskrl.policies.sb3_distributions import MaskedDistribution, make_masked_distribution
+from maskrl.policies.sb3_distributions import MaskedDistribution, make_masked_distribution, own_actions_log_prob
 
 
 def split_observation_space(
@@ -125,7 +125,7 @@ class MaskedActorCriticPolicy(ActorCriticPolicy):
         values = self.value_net(latent_vf)
         distribution = self._masked_distribution(latent_pi, obs)
         actions = distribution.get_actions(deterministic=deterministic)
-        log_prob = distribution.log_prob(actions)
+        log_prob = own_actions_log_prob(distribution, actions)
         return actions.reshape((-1, *self.action_space.shape)), values, log_prob
 
     def evaluate_actions(

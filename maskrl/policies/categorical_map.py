@@ -35,6 +35,39 @@ def _check_shape(name: str, value: MaskLike, expected: tuple[int, ...], layout: 
         raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {expected} {layout}")
 
 
+def _on_device(mask: MaskLike, device: torch.device) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor) or mask.device != device:
+        return torch.as_tensor(mask, device=device)
+    return mask
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    """``exp`` of normalised per-cell logits ``(B, A, H, W)``, computed as a softmax over the actions.
+
+    Equal to ``logits.exp()`` up to rounding (the logits are already normalised) and exactly 0 at masked actions,
+    but ``exp`` on CPU takes a path ~80x slower on the underflowing masked entries (the dtype's most negative
+    value); the softmax kernel does not (0.75 ms -> 0.08 ms at 128 x 5 x 8 x 8 with 30% of actions masked).
+    """
+    return torch.softmax(logits, dim=1)
+
+
+_BYTE_MASK_DTYPES = (torch.bool, torch.int8, torch.uint8)
+
+
+def _masks_pass(agent_mask: torch.Tensor, action_mask: torch.Tensor) -> bool:
+    """True when both masks are certainly valid: 0/1 values and a valid action in every agent cell.
+
+    Read as raw bytes (bool/int8/uint8 only; other dtypes return False, i.e. "look closer"), with ``m`` the max of
+    a cell's action-mask bytes: the action mask is 0/1 iff ``m <= 1`` everywhere, and then the agent mask is 0/1
+    with a valid action in every agent cell iff ``agent <= m`` everywhere. One reduction and one sync instead of
+    three of each (the separate checks cost as much as the rest of the constructor on small batches).
+    """
+    if agent_mask.dtype not in _BYTE_MASK_DTYPES or action_mask.dtype not in _BYTE_MASK_DTYPES:
+        return False
+    cell_max = action_mask.view(torch.uint8).amax(dim=1)
+    return not bool(((agent_mask.view(torch.uint8) > cell_max) | (cell_max > 1)).any())
+
+
 class CategoricalMap(Distribution):
     """Independent categoricals over a grid of cells; only the cells holding an agent count.
 
@@ -70,20 +103,29 @@ class CategoricalMap(Distribution):
         batch, n_actions, height, width = logits.shape
         validate = _validation_enabled(validate_args)
         cells = logits[:, 0]  # (B, H, W): the shape and device the agent mask must match
+        if agent_mask is not None:
+            _check_shape("agent_mask", agent_mask, tuple(cells.shape), f"(B, H, W) for logits {tuple(logits.shape)}")
+            agent_mask = _on_device(agent_mask, logits.device)
+        if action_mask is not None:
+            _check_shape("action_mask", action_mask, tuple(logits.shape), "(B, A, H, W), the shape of logits")
+            action_mask = _on_device(action_mask, logits.device)
+        # With both masks, one fused check answers all three validation questions at once; the separate
+        # (slower, detailed) checks below run only when it fails, to name the problem.
+        both = agent_mask is not None and action_mask is not None
+        checked = validate and both and _masks_pass(agent_mask, action_mask)  # type: ignore[arg-type]
+        validate_masks = validate and not checked
         if agent_mask is None:
             self.agent_mask = torch.ones(cells.shape, dtype=torch.bool, device=logits.device)
         else:
-            _check_shape("agent_mask", agent_mask, tuple(cells.shape), f"(B, H, W) for logits {tuple(logits.shape)}")
-            self.agent_mask = as_bool_mask(agent_mask, cells, validate=validate, check_rows=False)
+            self.agent_mask = as_bool_mask(agent_mask, cells, validate=validate_masks, check_rows=False)
         # Empty cells get logit 0 and every action valid: their (uniform) distribution is well defined whatever
         # the inputs hold there, so sampling never meets NaN and log_softmax's backward never multiplies by one.
         agent = self.agent_mask.unsqueeze(1)  # (B, 1, H, W), broadcasts over actions
         clean = torch.where(agent, logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
         self.action_mask: torch.Tensor | None = None
         if action_mask is not None:
-            _check_shape("action_mask", action_mask, tuple(logits.shape), "(B, A, H, W), the shape of logits")
-            self.action_mask = as_bool_mask(action_mask, logits, validate=validate, check_rows=False)
-            if validate:
+            self.action_mask = as_bool_mask(action_mask, logits, validate=validate_masks, check_rows=False)
+            if validate_masks:
                 self._raise_if_agent_without_action()
             clean = torch.where(self.action_mask | ~agent, clean, torch.finfo(logits.dtype).min)
         #: per-cell normalised log-probabilities ``(B, A, H, W)``; empty cells hold the uniform distribution
@@ -118,7 +160,7 @@ class CategoricalMap(Distribution):
     @property
     def probs(self) -> torch.Tensor:
         """Per-cell probabilities ``(B, A, H, W)`` (empty cells: uniform)."""
-        return self.logits.exp()
+        return _probs(self.logits)
 
     @property
     def n_agents(self) -> torch.Tensor:
@@ -133,7 +175,7 @@ class CategoricalMap(Distribution):
         sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
             # float32 probabilities: a float16 multinomial can draw a masked action (see MaskedCategorical.sample).
-            probs_2d = self.logits.float().exp().movedim(1, -1).reshape(-1, self.n_actions)
+            probs_2d = _probs(self.logits.float()).movedim(1, -1).reshape(-1, self.n_actions)
             draws = torch.multinomial(probs_2d, sample_shape.numel(), True).T
             draws = draws.reshape(*sample_shape, *self.agent_mask.shape)
             return torch.where(self.agent_mask, draws, 0)
@@ -174,7 +216,7 @@ class CategoricalMap(Distribution):
     def cell_entropy(self) -> torch.Tensor:
         """Entropy of each cell's distribution over its valid actions, ``(B, H, W)``; exactly 0 in empty cells."""
         # p * log p with p exactly 0 at masked actions (finite log p): -0, as torch's Categorical.entropy computes.
-        per_cell = -(self.logits.exp() * self.logits).sum(dim=1)
+        per_cell = -(_probs(self.logits) * self.logits).sum(dim=1)
         return torch.where(self.agent_mask, per_cell, torch.zeros((), dtype=per_cell.dtype, device=per_cell.device))
 
     def entropy(self) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import nn
 
 from maskrl.envs.wrappers import ACTION_MASK_KEY
 from maskrl.policies.categorical_map import CategoricalMapDistribution
+from maskrl.policies.sb3_distributions import own_actions_log_prob
 
 GRID_KEY = "grid"
 AGENT_MASK_KEY = "agent_mask"
@@ -261,7 +262,7 @@ class GridNetPolicy(ActorCriticPolicy):
         encoding = self._encode(obs)
         distribution = self._distribution(encoding, obs)
         actions = distribution.get_actions(deterministic=deterministic)
-        return actions, self._values(encoding), distribution.log_prob(actions)
+        return actions, self._values(encoding), own_actions_log_prob(distribution, actions)
 
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor
