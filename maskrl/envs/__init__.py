@@ -3,12 +3,13 @@
 from gymnasium.envs.registration import register, registry
 
 from maskrl.envs import panda_herd as panda_herd_v0
+from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks
 
 # PettingZoo style: ``from maskrl.envs import panda_herd_v0; panda_herd_v0.parallel_env()`` (importing the
 # module also registers ``maskrl/panda_herd_v0`` in PettingZoo's registries). The SB3 VecEnv for training one
 # shared policy on it is ``maskrl.envs.herd_vec_env.HerdVecEnv`` (not imported here: it needs SB3 and torch).
-__all__ = ["ActionMasksToObservation", "DropMasks", "panda_herd_v0"]
+__all__ = ["ActionMasksToObservation", "DropMasks", "TrajectoryWindow", "panda_herd_v0"]
 
 # Entry points are strings so that importing maskrl stays cheap. Each id maps to (entry point, default kwargs).
 _ENVS: dict[str, tuple[str, dict[str, object]]] = {

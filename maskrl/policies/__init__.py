@@ -16,6 +16,7 @@ from maskrl.policies.sb3_distributions import (
     make_masked_distribution,
 )
 from maskrl.policies.small_cnn import SmallCNN
+from maskrl.policies.trajectory_extractor import TrajectoryExtractor
 
 __all__ = [
     "CategoricalMap",
@@ -31,5 +32,6 @@ __all__ = [
     "NaiveMaskedMultiInputPolicy",
     "NaiveMaskedPolicy",
     "SmallCNN",
+    "TrajectoryExtractor",
     "make_masked_distribution",
 ]

@@ -1,0 +1,310 @@
+"""A small GPT-style transformer over interleaved observation/action tokens ``o1 a1 o2 a2 ... oK``.
+
+This is the encoder that masked trajectory pretraining (:mod:`maskrl.agents.pretraining_objectives`) trains and
+that fine-tuning reuses as an SB3 features extractor (:mod:`maskrl.policies.trajectory_extractor`).
+
+**Token layout.** A window of ``K`` observations and the ``K - 1`` actions between them is laid out as
+``o1 a1 o2 a2 ... a(K-1) oK`` (``T = 2K - 1`` tokens, even positions are observations, odd are actions), the layout
+of :mod:`maskrl.policies.attention_masks`. The action ``a(i)`` is the one taken at ``o(i)``, so ``o(i+1)`` is its
+consequence. Ending on an observation means the same window works for pretraining and for acting, where the last
+token is the current observation whose action is still to be chosen.
+
+**Tokens.** Observations go through an MLP (:attr:`TrajectoryTransformer.obs_encoder`), discrete actions through an
+embedding table, continuous ones through a linear layer. Every token gets a learned modality embedding
+(observation / action) and a learned timestep embedding (its step index inside the window, ``0..K-1``).
+
+**Attention masks** follow the house convention of :mod:`maskrl.policies.attention_masks`: a boolean tensor where
+``True`` means *may attend*; :func:`~maskrl.policies.attention_masks.to_mha_mask` converts it for
+:class:`torch.nn.MultiheadAttention`. Blocks are pre-LayerNorm (``x + attn(LN(x))``, ``x + mlp(LN(x))``) with a
+final LayerNorm, and no dropout, so that hidden positions get exactly zero gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from maskrl.agents.checkpoints import atomic_write
+from maskrl.policies.attention_masks import to_mha_mask
+
+__all__ = [
+    "TrajectoryConfig",
+    "TrajectoryTransformer",
+    "interleave",
+    "load_encoder",
+    "n_tokens",
+    "padding_attention_mask",
+    "save_encoder",
+]
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """Everything needed to rebuild a :class:`TrajectoryTransformer` (saved as JSON next to its weights).
+
+    :param obs_dim: size of the flat observation vector
+    :param action_dim: number of actions for discrete actions, the action vector's size for continuous ones
+    :param discrete: discrete actions (embedding table) or continuous ones (linear embedding)
+    :param max_window: largest number of observations ``K`` per window (size of the timestep embedding)
+    :param d_model: token width
+    :param n_layers: number of transformer blocks
+    :param n_heads: attention heads per block (must divide ``d_model``)
+    :param mlp_ratio: hidden width of the blocks' MLPs, as a multiple of ``d_model``
+    """
+
+    obs_dim: int
+    action_dim: int
+    discrete: bool = True
+    max_window: int = 4
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    mlp_ratio: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "action_dim", "max_window", "d_model", "n_layers", "n_heads", "mlp_ratio"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.discrete, bool):
+            raise ValueError(f"discrete must be a bool, got {self.discrete!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TrajectoryConfig:
+        """Rebuild from :meth:`to_dict`'s output; unknown or missing keys are a one-line ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a trajectory model config must be a mapping, got {type(data).__name__}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown trajectory model config keys: {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise ValueError(f"bad trajectory model config: {error}") from None
+
+
+def interleave(obs_tokens: Tensor, action_tokens: Tensor) -> Tensor:
+    """Lay out ``(B, K, D)`` observation tokens and ``(B, K - 1, D)`` action tokens as ``o1 a1 ... a(K-1) oK``.
+
+    :return: ``(B, 2K - 1, D)``
+    """
+    B, K, D = obs_tokens.shape
+    if action_tokens.shape != (B, K - 1, D):
+        raise ValueError(f"expected {K - 1} action tokens of shape {(B, K - 1, D)}, got {tuple(action_tokens.shape)}")
+    tokens = obs_tokens.new_empty(B, 2 * K - 1, D)
+    tokens[:, 0::2] = obs_tokens
+    tokens[:, 1::2] = action_tokens
+    return tokens
+
+
+def padding_attention_mask(mask: Tensor, token_valid: Tensor) -> Tensor:
+    """Combine a ``(T, T)`` attention mask with per-sample token validity (zero padding at an episode's start).
+
+    A valid query never attends to an invalid (padding) key. Every query keeps its diagonal, so a padding query
+    attends to itself only: no row is empty, and padding outputs never reach valid ones.
+
+    :param mask: ``(T, T)`` boolean, ``True`` = may attend
+    :param token_valid: ``(B, T)`` boolean
+    :return: ``(B, T, T)`` boolean, ``True`` = may attend
+    """
+    T = mask.shape[-1]
+    eye = torch.eye(T, dtype=torch.bool, device=mask.device)
+    return mask & (token_valid[:, None, :] | eye)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(LN(x), mask)``, then ``x + mlp(LN(x))``."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=0.0, batch_first=True)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """:param mask: ``(T, T)`` or ``(B, T, T)`` boolean, ``True`` = may attend."""
+        mha_mask = to_mha_mask(mask)
+        if mha_mask.ndim == 3:
+            # MultiheadAttention wants one mask per (sample, head), sample-major.
+            mha_mask = mha_mask.repeat_interleave(self.n_heads, dim=0)
+        h = self.ln_attn(x)
+        x = x + self.attn(h, h, h, attn_mask=mha_mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_mlp(x))
+
+
+class TrajectoryTransformer(nn.Module):
+    """GPT-style encoder of ``o1 a1 ... a(K-1) oK`` windows (see the module's docstring).
+
+    :param config: the architecture
+    """
+
+    OBS, ACTION = 0, 1
+
+    def __init__(self, config: TrajectoryConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.obs_encoder = self.make_obs_encoder(config)
+        if config.discrete:
+            self.action_embedding: nn.Module = nn.Embedding(config.action_dim, d)
+        else:
+            self.action_embedding = nn.Linear(config.action_dim, d)
+        self.modality_embedding = nn.Embedding(2, d)
+        self.timestep_embedding = nn.Embedding(config.max_window, d)
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers))
+        self.ln_final = nn.LayerNorm(d)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def make_obs_encoder(config: TrajectoryConfig) -> nn.Sequential:
+        """The observation MLP (also the architecture of the forward objective's momentum target encoder)."""
+        return nn.Sequential(
+            nn.Linear(config.obs_dim, config.d_model), nn.GELU(), nn.Linear(config.d_model, config.d_model)
+        )
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2 style small init keeps the residual stream well scaled at the start.
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    # ----------------------------------------------------------------------------------------- tokens
+
+    def embed_actions(self, actions: Tensor) -> Tensor:
+        """Action embeddings (no position/modality yet): ``(B, n)`` int indices or ``(B, n, action_dim)`` floats."""
+        if self.config.discrete:
+            return self.action_embedding(actions.long())
+        return self.action_embedding(actions.float())
+
+    def tokenize(self, observations: Tensor, actions: Tensor) -> Tensor:
+        """Embed a window and lay it out as ``o1 a1 ... oK``, without modality/timestep embeddings.
+
+        :param observations: ``(B, K, obs_dim)``
+        :param actions: ``(B, K - 1)`` action indices (discrete) or ``(B, K - 1, action_dim)`` (continuous)
+        :return: ``(B, 2K - 1, d_model)``
+        """
+        if observations.ndim != 3 or observations.shape[-1] != self.config.obs_dim:
+            raise ValueError(
+                f"observations must have shape (B, K, {self.config.obs_dim}), got {tuple(observations.shape)}"
+            )
+        window = observations.shape[1]
+        if window > self.config.max_window:
+            raise ValueError(f"window of {window} observations exceeds the model's max_window {self.config.max_window}")
+        return interleave(self.obs_encoder(observations.float()), self.embed_actions(actions))
+
+    def add_embeddings(self, tokens: Tensor) -> Tensor:
+        """Add the modality and timestep embeddings to ``(B, 2K - 1, d)`` interleaved tokens."""
+        T = tokens.shape[1]
+        position = torch.arange(T, device=tokens.device)
+        modality = self.modality_embedding(position % 2)  # even = observation, odd = action
+        timestep = self.timestep_embedding(position // 2)  # a(i) shares o(i)'s step index
+        return tokens + modality + timestep
+
+    def encode(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Run the blocks over already embedded tokens (after :meth:`add_embeddings`).
+
+        :param tokens: ``(B, T, d_model)``
+        :param mask: ``(T, T)`` or ``(B, T, T)`` boolean, ``True`` = may attend
+        :return: ``(B, T, d_model)`` after the final LayerNorm
+        """
+        x = tokens
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln_final(x)
+
+    def forward(self, observations: Tensor, actions: Tensor, mask: Tensor, token_valid: Tensor | None = None) -> Tensor:
+        """Encode a window.
+
+        :param observations: ``(B, K, obs_dim)``
+        :param actions: ``(B, K - 1)`` or ``(B, K - 1, action_dim)``
+        :param mask: ``(2K - 1, 2K - 1)`` boolean attention mask, ``True`` = may attend
+        :param token_valid: optional ``(B, 2K - 1)`` boolean; padding tokens are hidden from the others
+        :return: ``(B, 2K - 1, d_model)``
+        """
+        tokens = self.add_embeddings(self.tokenize(observations, actions))
+        if token_valid is not None:
+            mask = padding_attention_mask(mask, token_valid)
+        return self.encode(tokens, mask)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def n_tokens(window: int) -> int:
+    """Number of tokens of a window of ``window`` observations: ``2 * window - 1``."""
+    return 2 * window - 1
+
+
+# --------------------------------------------------------------------------------------------- files
+
+ENCODER_WEIGHTS = "encoder.pt"
+ENCODER_CONFIG = "encoder.json"
+
+
+def save_encoder(encoder: TrajectoryTransformer, folder: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``encoder.pt`` (its ``state_dict``) and ``encoder.json`` (its config plus ``extra``) into ``folder``.
+
+    Both are written atomically; the JSON last, so a folder with an ``encoder.json`` has complete weights.
+
+    :return: the weights' path
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / ENCODER_WEIGHTS
+    state = {key: value.detach().cpu().clone() for key, value in encoder.state_dict().items()}
+    atomic_write(weights, lambda file: torch.save(state, file))
+    info = {"config": encoder.config.to_dict(), **(extra or {})}
+    atomic_write(folder / ENCODER_CONFIG, lambda file: file.write(json.dumps(info, indent=1).encode()))
+    return weights
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[TrajectoryTransformer, dict]:
+    """Rebuild a pretrained encoder from a folder written by :func:`save_encoder` (or its ``encoder.pt``).
+
+    The weights are read with ``torch.load(weights_only=True)`` (tensors only, nothing unpickled) and loaded
+    strictly.
+
+    :return: the encoder and the content of ``encoder.json``
+    :raises ValueError: in one line, for a missing folder or file, a bad config or weights that do not fit
+    """
+    path = Path(path)
+    folder = path.parent if path.name == ENCODER_WEIGHTS and path.is_file() else path
+    weights, config_path = folder / ENCODER_WEIGHTS, folder / ENCODER_CONFIG
+    if not weights.is_file() or not config_path.is_file():
+        raise ValueError(f"no pretrained encoder at {path} (expected {ENCODER_WEIGHTS} and {ENCODER_CONFIG})")
+    try:
+        info = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {config_path}: {error}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{config_path} is not a JSON object")
+    encoder = TrajectoryTransformer(TrajectoryConfig.from_dict(info.get("config")))
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
+        raise ValueError(f"cannot load {weights}: {str(error).strip().splitlines()[0]}") from None
+    try:
+        encoder.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(f"the weights in {weights} do not fit its {ENCODER_CONFIG}: {first_line}") from None
+    return encoder.to(device), info
