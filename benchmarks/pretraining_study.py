@@ -52,11 +52,11 @@ from maskrl.agents.collect_trajectories import collect
 from maskrl.agents.envs import make_env
 from maskrl.agents.pretrain import PretrainSettings, pretrain
 from maskrl.agents.trajectory_dataset import WindowSampler, load_dataset, save_dataset
-from maskrl.agents.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.attention_masks import causal_mask
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 
 ENV = "maskrl/Kart-v0"
 WINDOW = 4

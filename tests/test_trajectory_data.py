@@ -4,6 +4,8 @@ trajectory-window wrapper and the pretrained features extractor."""
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -24,11 +26,11 @@ from maskrl.agents.trajectory_dataset import (
     save_dataset,
     window_indices,
 )
-from maskrl.agents.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, save_encoder
 from maskrl.envs.trajectory_window import WINDOW_ACTIONS, WINDOW_OBSERVATIONS, WINDOW_VALID, TrajectoryWindow
 from maskrl.policies import MaskedMultiInputPolicy
 from maskrl.policies.attention_masks import causal_mask
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, save_encoder
 
 KART = "maskrl/Kart-v0"
 
@@ -104,10 +106,11 @@ def test_windows_are_padded_at_episode_starts() -> None:
 
 
 def test_collect_cli_errors_are_one_line(tmp_path, capsys) -> None:
+    (tmp_path / "file").write_text("")
     cases = [
         (["--env", "NoSuchEnv-v0", "--out", str(tmp_path / "a.npz")], "unknown env 'NoSuchEnv-v0'"),
         (["--env", "maskrl/PandaGrid-v0", "--out", str(tmp_path / "a.npz")], "need a flat Box under the 'observation'"),
-        (["--out", str(tmp_path / "no" / "a.npz")], "is not a folder"),
+        (["--out", str(tmp_path / "file" / "a.npz")], "is not a folder"),
         (["--model", str(tmp_path / "nothing"), "--out", str(tmp_path / "a.npz")], "no such model file or run folder"),
     ]
     for argv, message in cases:
@@ -118,8 +121,15 @@ def test_collect_cli_errors_are_one_line(tmp_path, capsys) -> None:
         assert message in err and err.count("\n") == 1, err
 
 
+def test_console_entry_points_import_in_a_fresh_interpreter() -> None:
+    # Each command imports its own module first: an import cycle only shows when nothing else was imported before.
+    for module in ("maskrl.agents.collect_trajectories", "maskrl.agents.pretrain", "maskrl.train", "maskrl.evaluate"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (module, result.stderr)
+
+
 def test_collect_and_pretrain_commands(tmp_path, capsys) -> None:
-    data = tmp_path / "data.npz"
+    data = tmp_path / "new_folder" / "data.npz"  # the command creates the folder
     collect_trajectories.main(["--env-kwargs", "max_steps=50", "-n", "300", "--out", str(data), "--seed", "1"])
     assert "300 steps, 6 episodes" in capsys.readouterr().out
     out = tmp_path / "pre"

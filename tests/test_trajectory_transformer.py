@@ -16,14 +16,14 @@ from maskrl.agents.pretraining_objectives import (
     mask_ratio_schedule,
 )
 from maskrl.agents.trajectory_dataset import TrajectoryDataset, WindowSampler
-from maskrl.agents.trajectory_transformer import (
+from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask
+from maskrl.policies.trajectory_transformer import (
     TrajectoryConfig,
     TrajectoryTransformer,
     interleave,
     load_encoder,
     save_encoder,
 )
-from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask
 
 K = 4
 T = 2 * K - 1

@@ -186,8 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     def _run() -> None:
         args = build_parser().parse_args(argv)
         out = args.out
-        if not out.parent.is_dir():
-            raise UserError(f"cannot write {out}: {out.parent} is not a folder")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"cannot write {out}: {out.parent} is not a folder") from None
         try:
             model, config = None, {}
             if args.model is not None:

@@ -1,4 +1,4 @@
-"""Self-supervised objectives that pretrain a :class:`~maskrl.agents.trajectory_transformer.TrajectoryTransformer`.
+"""Self-supervised objectives that pretrain a :class:`~maskrl.policies.trajectory_transformer.TrajectoryTransformer`.
 
 Three control-centric objectives in the spirit of SMART (Sun et al. 2023) and Masked Trajectory Models (Wu et al.
 2023), over windows ``o1 a1 o2 a2 ... a(K-1) oK`` (``a(t)`` is taken at ``o(t)``). Each returns a loss and metrics;
@@ -20,7 +20,7 @@ the pretrainer sums the losses of the chosen objectives.
 
 Windows may start with zero padding (a window that reaches back before its episode's first step, as the fine-tuning
 wrapper produces): ``obs_valid`` says which observation slots are real, padding tokens are hidden from the others
-(:func:`~maskrl.agents.trajectory_transformer.padding_attention_mask`) and never count in a loss.
+(:func:`~maskrl.policies.trajectory_transformer.padding_attention_mask`) and never count in a loss.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrl.agents.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, padding_attention_mask
 from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask, random_trajectory_mask
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, padding_attention_mask
 
 __all__ = ["OBJECTIVES", "TrajectoryPretrainer", "check_objectives", "ema_update", "mask_ratio_schedule"]
 

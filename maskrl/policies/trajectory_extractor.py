@@ -28,9 +28,9 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-from maskrl.agents.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 from maskrl.envs.trajectory_window import WINDOW_ACTIONS, WINDOW_OBSERVATIONS, WINDOW_VALID
 from maskrl.policies.attention_masks import causal_mask
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 
 __all__ = ["TrajectoryExtractor"]
 
