@@ -25,7 +25,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import pickle
 import random
 import re
@@ -35,52 +34,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from maskrl.files import atomic_write
+
 FORMAT_VERSION = 1
 #: Env seeds of the ``k``-th resume start at ``seed + k * RESEED_STRIDE``, clear of the seeds of other resumes.
 RESEED_STRIDE = 1_000_003
 _NAME = re.compile(r"^model_(\d+)_steps\.json$")
 T = TypeVar("T")
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` all at once or not at all: a crash leaves either the old file or the new one.
-
-    :param path: the final file
-    :param write: writes the content to the (binary) file object it is given
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a half-written temp file behind.
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), where it is skipped.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger, configure
 
-from maskrl.agents.checkpoints import atomic_write
 from maskrl.agents.pretraining_objectives import OBJECTIVES, TrajectoryPretrainer, check_objectives
 from maskrl.agents.trajectory_dataset import TrajectoryDataset, WindowSampler, load_dataset
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
+from maskrl.files import atomic_write
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, save_encoder
 
 __all__ = ["PretrainSettings", "main", "pretrain"]

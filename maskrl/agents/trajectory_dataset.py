@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maskrl.agents.checkpoints import atomic_write
+from maskrl.files import atomic_write
 
 __all__ = ["TrajectoryDataset", "WindowSampler", "load_dataset", "save_dataset", "window_indices"]
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from maskrl.agents.checkpoints import atomic_write
+from maskrl.files import atomic_write
 from maskrl.policies.attention_masks import to_mha_mask
 
 __all__ = [
