@@ -291,3 +291,21 @@ def test_window_wrapper_and_extractor_with_continuous_actions() -> None:
     assert not extractor.encoder.config.discrete and extractor.encoder.config.action_dim == 2
     batch = {key: torch.as_tensor(value, dtype=torch.float32)[None] for key, value in obs.items()}
     assert extractor(batch).shape == (1, 8)
+
+
+def test_split_episodes_keeps_at_least_one_validation_episode() -> None:
+    starts = np.zeros(10, dtype=bool)
+    starts[[0, 2, 4, 6, 8]] = True  # 5 episodes of 2 steps
+    data = TrajectoryDataset(
+        observations=np.arange(10, dtype=np.float32)[:, None],
+        actions=np.zeros(10, dtype=np.int64),
+        action_masks=np.ones((10, 2), dtype=bool),
+        episode_starts=starts,
+        metadata={},
+    )
+    train, val = data.split_episodes(0.1)  # round(0.5) would be 0 episodes
+    assert (train.n_episodes, val.n_episodes) == (4, 1)
+    assert val.observations[:, 0].tolist() == [8, 9]
+    one_episode = TrajectoryDataset(data.observations[:2], data.actions[:2], data.action_masks[:2], starts[:2], {})
+    with pytest.raises(ValueError, match="cannot split 1 episodes"):
+        one_episode.split_episodes(0.5)

@@ -93,10 +93,13 @@ class TrajectoryDataset:
     def split_episodes(self, fraction: float) -> tuple[TrajectoryDataset, TrajectoryDataset]:
         """Split into the first episodes and the last ``fraction`` of them (e.g. a validation set).
 
-        :raises ValueError: if either part would hold no episode
+        The last part holds at least one episode, so that small datasets still get a validation set.
+
+        :raises ValueError: if either part would hold no episode (fewer than two episodes, or ``fraction`` not
+            in ``(0, 1)``)
         """
         starts = np.flatnonzero(self.episode_starts)
-        n_last = round(fraction * len(starts))
+        n_last = max(1, round(fraction * len(starts))) if 0 < fraction < 1 else 0
         if not 0 < n_last < len(starts):
             raise ValueError(f"cannot split {len(starts)} episodes into two non-empty parts with fraction {fraction}")
         cut = int(starts[len(starts) - n_last])
