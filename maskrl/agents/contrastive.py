@@ -38,6 +38,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import explained_variance
 from torch import Tensor, nn
 
+from maskrl.envs.checks import check_int, check_number
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy
 from maskrl.policies.contrastive import MASK_MODES, MaskedContrastiveModel
 
@@ -77,17 +78,17 @@ class ContrastivePPO(PPO):
         contrastive_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(contrastive_coef, bool) or not isinstance(contrastive_coef, (int, float)) or contrastive_coef < 0:
-            raise ValueError(f"contrastive_coef must be a number >= 0, got {contrastive_coef!r}")
-        for name, value in (("sequence_length", sequence_length), ("sequences_per_batch", sequences_per_batch)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if sequence_length < 2:
-            raise ValueError(f"sequence_length must be >= 2 (one masked frame and its context), got {sequence_length}")
+        check_number("contrastive_coef", contrastive_coef)
+        if contrastive_coef < 0:
+            raise ValueError(f"contrastive_coef must be >= 0, got {contrastive_coef}")
+        # At least two frames: one masked frame and its context.
+        check_int("sequence_length", sequence_length, 2)
+        check_int("sequences_per_batch", sequences_per_batch, 1)
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        check_number("momentum", momentum)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.contrastive_coef = float(contrastive_coef)
         self.contrastive_key = contrastive_key
         self.sequence_length = sequence_length
