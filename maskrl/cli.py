@@ -30,9 +30,13 @@ def positive_int(text: str) -> int:
 
 
 def run_cli(main: Callable[[], None], prog: str) -> None:
-    """Run ``main``; a :class:`UserError` becomes ``prog: error: ...`` on stderr and exit status 2."""
+    """Run ``main``; a :class:`UserError` becomes ``prog: error: ...`` on stderr and exit status 2.
+
+    The message is printed on one line whatever it holds: it may quote a file someone else made (a config value,
+    a library's multi-line error about it), and one line is what scripts and the tests rely on.
+    """
     try:
         main()
     except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)

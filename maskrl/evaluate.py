@@ -5,10 +5,12 @@ or with ``--algo``/``--env``), plays N episodes and prints return, length, inval
 the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes and
 ``--video out.gif`` records them (for envs with an ``rgb_array`` render).
 
-A model of a run folder is loaded safely (:func:`maskrl.agents.safe_load.load_model_safely`): rebuilt from
-the plain-text ``config.yml``, with only the weights read from the zip, so nothing in the zip is unpickled.
-A zip outside a run folder, or any model with ``--unsafe-load``, goes through SB3's ``ALGO.load``, which
-unpickles the zip and so can run code hidden in it: a one-line warning says so.
+A model of a run folder (or of its ``checkpoints/``) is loaded safely
+(:func:`maskrl.agents.safe_load.load_model_safely`): rebuilt from the plain-text ``config.yml``, with only the
+weights read from the zip, so nothing in the zip is unpickled, and the config may only name registered env ids
+and classes of maskrl, SB3, sb3-contrib and ``torch.nn``. A zip outside a run folder, or any model with
+``--unsafe-load``, goes through SB3's ``ALGO.load``, which unpickles the zip and so can run code hidden in it, and
+makes the config's env id as gymnasium would (``module:EnvId`` imports ``module``): a one-line warning says so.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.agents.envs import make_vec_env
-from maskrl.agents.hyperparams import load_yaml, parse_key_values
+from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.registry import ALGOS, get_algo
-from maskrl.agents.safe_load import load_model_safely
+from maskrl.agents.safe_load import CONFIG_FILE, check_config, load_model_safely, read_config
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
+from maskrl.untrusted import check_inside
 
 MODEL_NAMES = {"best": "best_model.zip", "final": "final_model.zip"}
 
@@ -189,6 +192,10 @@ def write_json(results: dict[str, Any], path: Path) -> None:
 def locate_model(path: Path, which: str) -> tuple[Path, dict[str, Any] | None]:
     """Find the model zip and the run's config for a run folder or a zip path.
 
+    A zip in a run folder's ``checkpoints/`` belongs to that run. The config is read within bounds
+    (:func:`maskrl.agents.safe_load.read_config`), and neither it nor the zip may be a symlink leading out of the
+    run folder: the folder may come from someone else.
+
     :param path: run folder or model zip
     :param which: ``"best"`` or ``"final"`` (a run folder without a best model falls back to the final one)
     :return: the zip's path and the run's config (``None`` if the zip is not in a run folder)
@@ -200,20 +207,25 @@ def locate_model(path: Path, which: str) -> tuple[Path, dict[str, Any] | None]:
             model_path = run_dir / MODEL_NAMES["final"]
     elif path.exists():
         run_dir, model_path = path.parent, path
+        if run_dir.name == "checkpoints" and not _has_config(run_dir) and _has_config(run_dir.parent):
+            run_dir = run_dir.parent
     else:
         raise UserError(f"no such model file or run folder: {path}")
     if not model_path.exists():
         raise UserError(f"no model in {run_dir} (expected {MODEL_NAMES[which]} or {MODEL_NAMES['final']})")
-    config_path = run_dir / "config.yml"
-    config = None
-    if config_path.exists():
-        try:
-            config = load_yaml(config_path)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        if not isinstance(config, dict) or "algo" not in config or "env" not in config:
-            raise UserError(f"{config_path} is not a maskrl run config (it needs 'algo' and 'env')")
+    if not _has_config(run_dir):
+        return model_path, None
+    try:
+        config = read_config(run_dir)
+        check_inside(model_path, run_dir, "model")
+    except ValueError as error:
+        raise UserError(str(error)) from None
     return model_path, config
+
+
+def _has_config(folder: Path) -> bool:
+    # A dangling symlink counts: it must be refused, not make the zip look like one outside a run folder.
+    return (folder / CONFIG_FILE).exists() or (folder / CONFIG_FILE).is_symlink()
 
 
 def load_model(algo: str, model_path: Path, device: str = "auto") -> BaseAlgorithm:
@@ -244,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--unsafe-load",
         action="store_true",
-        help="load with SB3's ALGO.load, which unpickles the zip (can run code in it): only for files you trust",
+        help="load with SB3's ALGO.load, which unpickles the zip, and make any env id of the config (module:EnvId "
+        "imports module): either can run code from the run folder, so only for runs you trust",
     )
     return parser
 
@@ -262,8 +275,12 @@ def main(argv: list[str] | None = None) -> None:
         if algo is None or env_id is None:
             raise UserError(f"{model_path} is not in a run folder: pass --algo and --env")
         try:
-            env_kwargs = dict(config.get("env_kwargs") or {})
-            env_kwargs.update(parse_key_values(args.env_kwargs, "--env-kwargs"))
+            if in_run_folder and not args.unsafe_load:
+                check_config(config)  # the config is the attacker's: checked before anything uses a field of it
+            env_kwargs = config.get("env_kwargs") or {}
+            if not isinstance(env_kwargs, dict):
+                raise UserError(f"env_kwargs of {CONFIG_FILE} must be a mapping, got {type(env_kwargs).__name__}")
+            env_kwargs = {**env_kwargs, **parse_key_values(args.env_kwargs, "--env-kwargs")}
             if in_run_folder and not args.unsafe_load:
                 # The run's own config rebuilds the model; only tensors are read from the zip.
                 model = load_model_safely(model_path, config, args.device)

@@ -5,8 +5,10 @@ resolved configuration, with package versions), TensorBoard events under ``tb/``
 checkpoints, ``best_model.zip`` and ``evaluations.npz`` from the periodic evaluation,
 ``final_model.zip``, and ``final_eval.json``. Checkpoints (``checkpoints/``, see :mod:`maskrl.agents.checkpoints`)
 are written atomically; ``--resume RUN_DIR`` finishes an interrupted run from its newest loadable one, and Ctrl-C
-or SIGTERM saves one before exiting (status 130 or 143). Policies with the entity-attention extractor also log an
-attention map to TensorBoard during training and save the last one as ``attention_map.png``.
+or SIGTERM saves one before exiting (status 130 or 143). Resuming loads the checkpoints with SB3's ``ALGO.load``
+(and ``VecNormalize.load``), which unpickle them: only resume runs you made (a one-line warning says so).
+Policies with the entity-attention extractor also log an attention map to TensorBoard during training and save the
+last one as ``attention_map.png``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from maskrl.agents.hyperparams import (
     check_our_keys,
     import_object,
     load_hyperparams,
+    load_yaml,
     parse_key_values,
     resolve_algo_kwargs,
 )
@@ -52,9 +55,27 @@ from maskrl.envs.wrappers import MASK_KEYS
 from maskrl.evaluate import evaluate_model, format_table, write_json
 from maskrl.policies import EntityAttentionExtractor
 from maskrl.policies.attention_plots import AttentionMapCallback
+from maskrl.untrusted import check_npz
 
 DEFAULT_ENV = "maskrl/Kart-v0"
 DEFAULT_N_TIMESTEPS = 100_000
+#: The fields of a run's config.yml that --resume uses, and their types.
+RESUME_FIELDS: dict[str, type] = {
+    "algo": str,
+    "env": str,
+    "env_kwargs": dict,
+    "seed": int,
+    "n_timesteps": int,
+    "n_envs": int,
+    "vec_env": str,
+    "device": str,
+    "eval_freq": int,
+    "eval_episodes": int,
+    "save_freq": int,
+    "hyperparams": dict,
+}
+#: Largest evaluations.npz read back by --resume (one row per evaluation: a few kB).
+MAX_EVALUATIONS_BYTES = 64 << 20
 VERSIONED_PACKAGES = ("maskrl", "stable-baselines3", "sb3-contrib", "gymnasium", "torch", "numpy", "pettingzoo")
 
 
@@ -81,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="finish an interrupted run from its newest checkpoint, as its config.yml says (other training "
-        "options are ignored)",
+        "options are ignored); the checkpoints are unpickled, which can run code hidden in them: only resume runs "
+        "you made",
     )
     parser.add_argument("--log-folder", default="runs", help="where run folders go (default: runs/)")
     parser.add_argument("--hyperparams", nargs="*", metavar="KEY=VALUE", help="override YAML hyperparameters")
@@ -187,7 +209,8 @@ def train(
         raise UserError(f"bad hyperparameters for {config['algo']}: {error}") from None
 
     run_dir = new_run_dir(log_folder, config["algo"], config["env"])
-    (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    # Without YAML aliases (env_kwargs is the same dict in two places): a plain config is easier to read and check.
+    (run_dir / "config.yml").write_text(yaml.dump(config, Dumper=_NoAliasDumper, sort_keys=False))
     formats = ["stdout", "csv", "tensorboard"] if verbose else ["csv", "tensorboard"]
     model.set_logger(configure(str(run_dir / "tb"), formats))
     if verbose:
@@ -203,19 +226,31 @@ def resume(run_dir: Path, verbose: int = 1, progress_bar: bool = False, keep_che
     resumes) and the episodes in progress are lost. Everything else continues: step counter, learning-rate
     schedule, optimizer, random generators, TensorBoard curves, evaluations and best model.
 
-    :raises UserError: not a run folder, or no loadable checkpoint in it
+    Resuming is not a safe load: SB3's ``ALGO.load`` and ``VecNormalize.load`` unpickle the checkpoint, which runs
+    any code hidden in it, so a one-line warning says so. The plain files (``config.yml``, ``evaluations.npz``) are
+    still read within bounds and checked first, so a damaged run fails in one line before anything is unpickled.
+
+    :raises UserError: not a run folder, a bad config or evaluation log, or no loadable checkpoint in it
     """
     config_path = run_dir / "config.yml"
     if not config_path.is_file():
         raise UserError(f"cannot resume {run_dir}: no config.yml there (not a run folder?)")
-    try:
-        config = yaml.safe_load(config_path.read_text())
-        spec = get_algo(config["algo"])
-    except (yaml.YAMLError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"cannot resume {run_dir}: bad config.yml ({error})") from None
     folder = run_dir / "checkpoints"
     if not list_checkpoints(folder):
         raise UserError(f"cannot resume {run_dir}: no checkpoints in {folder}")
+    try:
+        config = load_yaml(config_path)
+        _check_resume_config(config)
+        spec = get_algo(config["algo"])
+    except ValueError as error:
+        raise UserError(f"cannot resume {run_dir}: bad config.yml ({error})") from None
+    if config["eval_freq"] > 0:
+        _read_evaluations(run_dir / "evaluations.npz")
+    print(
+        f"train.py: warning: --resume unpickles the checkpoints of {run_dir} (SB3's load), which can run code hidden "
+        "in them: only resume runs you made",
+        file=sys.stderr,
+    )
 
     def load(checkpoint: Checkpoint, state: dict[str, Any]) -> tuple[BaseAlgorithm, VecEnv, int]:
         resumes = int(state["resumes"]) + 1
@@ -253,6 +288,55 @@ def resume(run_dir: Path, verbose: int = 1, progress_bar: bool = False, keep_che
     model.set_logger(Logger(str(run_dir / "tb"), outputs))
     _learn(model, env, config, run_dir, verbose, progress_bar, keep_checkpoints, resumes)
     return run_dir
+
+
+def _check_resume_config(config: Any) -> None:
+    """One-line ``ValueError`` for a config without the fields --resume uses, or with fields of the wrong type."""
+    if not isinstance(config, dict):
+        raise ValueError(f"a mapping was expected, got {type(config).__name__}")
+    for key, kind in RESUME_FIELDS.items():
+        if key not in config:
+            raise ValueError(f"no {key!r}")
+        if isinstance(config[key], bool) or not isinstance(config[key], kind):
+            raise ValueError(f"{key!r} must be a {kind.__name__}, got {type(config[key]).__name__}")
+
+
+def _read_evaluations(path: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a run's ``evaluations.npz`` (``None`` if there is none), checked; errors are a ``UserError``.
+
+    Read with ``allow_pickle=False`` after :func:`maskrl.untrusted.check_npz` (no object arrays, no array larger
+    than its data), and checked to be what ``EvalCallback`` writes: one row per evaluation.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        check_npz(path, "evaluations.npz", MAX_EVALUATIONS_BYTES)
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except ValueError as error:  # UntrustedFileError, or NumPy's own refusal
+        raise UserError(f"cannot resume: {error}") from None
+    timesteps, results, lengths = (arrays.get(key) for key in ("timesteps", "results", "ep_lengths"))
+    if (
+        timesteps is None
+        or results is None
+        or lengths is None
+        or timesteps.ndim != 1
+        or results.ndim != 2
+        or results.shape != lengths.shape
+        or len(results) != len(timesteps)
+        or not all(np.issubdtype(a.dtype, np.number) for a in (timesteps, results, lengths))
+    ):
+        raise UserError(
+            f"cannot resume: {path} is not an evaluation log (numeric timesteps (N,), results and ep_lengths (N, E))"
+        )
+    return arrays
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    """YAML's safe dumper, writing a value used twice twice rather than as an anchor and an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _env_seed(config: dict[str, Any], resumes: int) -> int:
@@ -369,18 +453,18 @@ def _learn(
 
 def _continue_evaluations(evaluation: EvalCallback, path: Path, step: int) -> None:
     """Make a resumed run's ``EvalCallback`` extend ``evaluations.npz`` and only beat the best model so far."""
-    if not path.is_file():
+    saved = _read_evaluations(path)  # checked (and pickle-free) as resume() already did before loading anything
+    if saved is None:
         return
-    with np.load(path) as saved:
-        keep = saved["timesteps"] <= step  # later ones were made after the checkpoint and will be redone
-        evaluation.evaluations_timesteps = saved["timesteps"][keep].tolist()
-        evaluation.evaluations_results = saved["results"][keep].tolist()
-        evaluation.evaluations_length = saved["ep_lengths"][keep].tolist()
-        if "successes" in saved:
-            evaluation.evaluations_successes = saved["successes"][keep].tolist()
-        if len(saved["results"]):
-            # best_model.zip may come from any evaluation, even one after the checkpoint.
-            evaluation.best_mean_reward = float(np.max(np.mean(saved["results"], axis=1)))
+    keep = saved["timesteps"] <= step  # later ones were made after the checkpoint and will be redone
+    evaluation.evaluations_timesteps = saved["timesteps"][keep].tolist()
+    evaluation.evaluations_results = saved["results"][keep].tolist()
+    evaluation.evaluations_length = saved["ep_lengths"][keep].tolist()
+    if "successes" in saved and len(saved["successes"]) == len(keep):
+        evaluation.evaluations_successes = saved["successes"][keep].tolist()
+    if len(saved["results"]):
+        # best_model.zip may come from any evaluation, even one after the checkpoint.
+        evaluation.best_mean_reward = float(np.max(np.mean(saved["results"], axis=1)))
 
 
 def entity_labeller(env: VecEnv) -> Callable[[int], str] | None:

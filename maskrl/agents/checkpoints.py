@@ -42,8 +42,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from maskrl.files import atomic_write
+from maskrl.untrusted import read_json
 
 FORMAT_VERSION = 1
+#: Largest sidecar read (one is about 25 kB, mostly the random generators' states).
+MAX_SIDECAR_BYTES = 1 << 20
 #: Env seeds of the ``k``-th resume start at ``seed + k * RESEED_STRIDE``, clear of the seeds of other resumes.
 RESEED_STRIDE = 1_000_003
 _NAME = re.compile(r"^model_(\d+)_steps\.json$")
@@ -96,7 +99,11 @@ class Checkpoint:
         :raises ValueError: the checkpoint is incomplete or corrupt
         """
         try:
-            state = json.loads(self.state_path.read_text())
+            state = read_json(self.state_path, "sidecar", MAX_SIDECAR_BYTES)  # bounded: the run may not be ours
+            if not isinstance(state, dict):
+                raise ValueError("its sidecar is not a JSON object")
+            if not self.model_path.is_file():  # e.g. a link to /dev/zero, which _sha256 would read without end
+                raise ValueError("its zip is missing or not a regular file")
             digest = _sha256(self.model_path)
         except (OSError, ValueError) as error:
             raise ValueError(f"checkpoint at step {self.step} is unreadable: {error}") from None

@@ -3,11 +3,12 @@
 ``python -m maskrl.agents.collect_trajectories --env maskrl/Kart-v0 --steps 50000 --out data/kart_random.npz``
 
 The behaviour policy is either uniformly random over the **valid** actions (the action mask; the default) or a
-trained model (``--model``: a run folder, loaded safely from its ``config.yml`` and weights, or a model zip; a zip
-outside a run folder needs ``--algo`` and is loaded with SB3's unpickling loader, with a warning, as in
-``evaluate.py``); a run folder's model plays in its run's env and env kwargs unless ``--env``/``--env-kwargs`` say
-otherwise. The file format is described in :mod:`maskrl.agents.trajectory_dataset`: observations, actions,
-action masks and episode starts, no rewards.
+trained model (``--model``: a run folder, loaded safely from its ``config.yml`` and weights as in ``evaluate.py``,
+so its config may only name registered env ids and allowed classes; or a model zip: one outside a run folder needs
+``--algo`` and, like any model with ``--unsafe-load``, is loaded with SB3's unpickling loader, with a warning); a run
+folder's model plays in its run's env and env kwargs unless ``--env``/``--env-kwargs`` say otherwise. The file
+format is described in :mod:`maskrl.agents.trajectory_dataset`: observations, actions, action masks and episode
+starts, no rewards.
 
 The env's observation must be a ``Dict`` with a flat ``Box`` under ``"observation"`` (and the mask under
 ``"action_mask"``, or an ``action_masks()`` method), e.g. ``maskrl/Kart-v0``; other envs get a one-line error.
@@ -144,22 +145,32 @@ def collect(
     return TrajectoryDataset(observations, actions.astype(np.int64) if discrete else actions, masks, starts, metadata)
 
 
-def _load_behaviour_model(path: Path, algo: str | None, device: str) -> tuple[BaseAlgorithm, dict[str, Any]]:
-    """The model and its run config (empty for a zip outside a run folder)."""
+def _load_behaviour_model(
+    path: Path, algo: str | None, device: str, unsafe_load: bool = False
+) -> tuple[BaseAlgorithm, dict[str, Any]]:
+    """The model and its run config (empty for a zip outside a run folder).
+
+    :param path: run folder or model zip
+    :param algo: ``--algo`` of a zip outside a run folder (or with ``unsafe_load``, instead of the config's)
+    :param device: torch device
+    :param unsafe_load: load with SB3's ``ALGO.load`` even in a run folder (it unpickles the zip), with a warning
+    """
     # Imported here: maskrl.evaluate pulls in imageio, which collection without a model does not need.
     from maskrl.evaluate import load_model, locate_model
 
     model_path, config = locate_model(path, "best")
-    if config is not None:
+    if config is not None and not unsafe_load:
         return load_model_safely(model_path, config, device), config
+    algo = algo or (config or {}).get("algo")
     if algo is None:
         raise UserError(f"{model_path} is not in a run folder: pass --algo")
+    why = "--unsafe-load" if unsafe_load else "it is not in a run folder with a config.yml"
     print(
-        f"collect_trajectories: warning: loading {model_path} with SB3, which unpickles it and can run code hidden "
-        "in it: only load files you trust",
+        f"collect_trajectories: warning: loading {model_path} with SB3 ({why}), which unpickles it and can run code "
+        "hidden in it: only load files you trust",
         file=sys.stderr,
     )
-    return load_model(algo, model_path, device), {}
+    return load_model(algo, model_path, device), config or {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--deterministic", action="store_true", help="take the model's mode instead of sampling")
     parser.add_argument("--seed", type=int, default=0, help="seed of the env and the random policy (default: 0)")
     parser.add_argument("--device", default="cpu", help="torch device of the model (default: cpu)")
+    parser.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="load --model with SB3's ALGO.load, which unpickles the zip, and make any env id of its config "
+        "(module:EnvId imports module): either can run code from the run folder, so only for runs you trust",
+    )
     return parser
 
 
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             model, config = None, {}
             if args.model is not None:
-                model, config = _load_behaviour_model(args.model, args.algo, args.device)
+                model, config = _load_behaviour_model(args.model, args.algo, args.device, args.unsafe_load)
             # A run folder's model plays in the env it was trained on unless told otherwise.
             env_id = args.env or config.get("env") or "maskrl/Kart-v0"
             env_kwargs = dict(config.get("env_kwargs") or {}) if env_id == config.get("env") else {}

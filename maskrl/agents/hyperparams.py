@@ -6,12 +6,18 @@ Each registered env has ``hyperparams/<EnvName>.yml`` (e.g. ``Kart-v0.yml``) wit
 replacing the algo's default one, e.g. ``maskrl.policies:GridNetPolicy``). Strings stand for what YAML
 cannot hold: ``learning_rate: lin_0.0003`` is a linear decay to 0, ``activation_fn: relu`` a torch module,
 ``features_extractor_class: package.module:Class`` an importable class.
+
+YAML is read with the safe loader (plain data, no Python tags), at most :data:`MAX_YAML_BYTES` long and at most
+:data:`MAX_YAML_NODES` values once its aliases are expanded: a run's ``config.yml`` may come from anyone
+(``docs/safe_loading.md``), and a few hundred bytes of nested aliases (a "billion laughs") expand to billions of
+values as soon as anything walks, prints or copies them.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +25,14 @@ import torch.nn as nn
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
+from maskrl.untrusted import read_bytes
+
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs", "policy")
+#: Largest YAML file read (a run's config.yml is about 1 kB).
+MAX_YAML_BYTES = 1 << 20
+#: Most values (scalars, lists, mappings) a YAML document may hold once its aliases are expanded.
+MAX_YAML_NODES = 100_000
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -47,14 +59,76 @@ def hyperparams_file(env_id: str) -> Path:
     return HYPERPARAMS_DIR / f"{env_id.split('/')[-1]}.yml"
 
 
-def load_yaml(path: Path) -> Any:
-    """Read a YAML file safely; a syntax error becomes a one-line ``ValueError``."""
+def load_yaml(path: Path, max_bytes: int = MAX_YAML_BYTES) -> Any:
+    """Read a YAML file safely; every problem (syntax, size, alias bomb, nesting) is a one-line ``ValueError``.
+
+    :param path: the file (a regular file of at most ``max_bytes`` bytes)
+    :param max_bytes: largest file read
+    """
+    return parse_yaml(read_bytes(path, max_bytes, "YAML file"), str(path))
+
+
+def parse_yaml(text: str | bytes, where: str) -> Any:
+    """Parse a YAML document with the safe loader, refusing one that expands to over :data:`MAX_YAML_NODES` values.
+
+    The document is composed into its node graph first (linear in its size: an alias is a reference to the anchored
+    node, not a copy), measured, and only then turned into Python objects.
+
+    :param text: the document
+    :param where: the file name, for error messages
+    :raises ValueError: in one line
+    """
+    loader = _Loader(text)  # _Loader is a SafeLoader
     try:
-        return yaml.load(path.read_text(), Loader=_Loader)  # _Loader is a SafeLoader
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+        where_line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{where} is not valid YAML{where_line}: {getattr(error, 'problem', error)}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ValueError(f"{where} is nested too deeply to be read") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(root: yaml.Node, where: str) -> None:
+    """Count the values ``root`` stands for with every alias expanded, without expanding anything.
+
+    Iterative (a deep document must not overflow the stack here) and memoised per node, so an alias costs one
+    lookup; an alias inside its own anchor (a recursive document) is refused too.
+    """
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = _children(node)
+        if children_done:
+            size = 1 + sum(sizes[id(child)] for child in children)
+            if size > MAX_YAML_NODES:
+                raise ValueError(
+                    f"{where} expands to more than {MAX_YAML_NODES} values through its aliases (a YAML bomb?)"
+                )
+            sizes[id(node)] = size
+            in_progress.discard(id(node))
+        elif id(node) not in sizes:
+            if id(node) in in_progress:
+                raise ValueError(f"{where} has an alias inside its own anchor (a recursive document)")
+            in_progress.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
 
 
 def load_hyperparams(env_id: str, algo: str, path: Path | None = None) -> dict[str, Any]:
@@ -121,12 +195,19 @@ def import_object(path: str) -> Any:
         module_name, _, attr = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError):
+    except (ImportError, AttributeError, ValueError, TypeError):  # TypeError: a relative path like ".module"
         raise ValueError(f"cannot import {path!r}") from None
 
 
-def resolve_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Replace the names in ``policy_kwargs`` by the objects they stand for."""
+def resolve_policy_kwargs(
+    policy_kwargs: dict[str, Any], import_class: Callable[[str], Any] = import_object
+) -> dict[str, Any]:
+    """Replace the names in ``policy_kwargs`` by the objects they stand for.
+
+    :param policy_kwargs: the ``policy_kwargs`` hyperparameter
+    :param import_class: imports ``features_extractor_class``; the safe loader passes one that refuses paths
+        outside its allowed packages before importing anything
+    """
     resolved = dict(policy_kwargs)
     if isinstance(resolved.get("activation_fn"), str):
         name = resolved["activation_fn"]
@@ -134,7 +215,7 @@ def resolve_policy_kwargs(policy_kwargs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"unknown activation_fn {name!r}; known: {', '.join(ACTIVATIONS)}")
         resolved["activation_fn"] = ACTIVATIONS[name]
     if isinstance(resolved.get("features_extractor_class"), str):
-        resolved["features_extractor_class"] = import_object(resolved["features_extractor_class"])
+        resolved["features_extractor_class"] = import_class(resolved["features_extractor_class"])
     return resolved
 
 
@@ -172,12 +253,19 @@ def check_our_keys(hyperparams: dict[str, Any]) -> None:
             raise ValueError(f"hyperparameter {key} must be a number, got {value!r}")
 
 
-def resolve_algo_kwargs(hyperparams: dict[str, Any]) -> dict[str, Any]:
-    """The algorithm's constructor arguments: our own keys removed, names and schedules resolved."""
+def resolve_algo_kwargs(
+    hyperparams: dict[str, Any], import_class: Callable[[str], Any] = import_object
+) -> dict[str, Any]:
+    """The algorithm's constructor arguments: our own keys removed, names and schedules resolved.
+
+    :param hyperparams: a section of a hyperparameter file, or a run config's ``hyperparams``
+    :param import_class: imports the import paths (see :func:`resolve_policy_kwargs`); the ``policy`` key is left
+        to the caller
+    """
     check_our_keys(hyperparams)
     kwargs = {key: value for key, value in hyperparams.items() if key not in OUR_KEYS}
     for key in ("learning_rate", "clip_range", "clip_range_vf"):
         if key in kwargs:
             kwargs[key] = resolve_learning_schedule(kwargs[key])
-    kwargs["policy_kwargs"] = resolve_policy_kwargs(hyperparams.get("policy_kwargs") or {})
+    kwargs["policy_kwargs"] = resolve_policy_kwargs(hyperparams.get("policy_kwargs") or {}, import_class)
     return kwargs

@@ -17,6 +17,8 @@ trajectory reconstruction with a masking curriculum). The output folder holds
 =====================  ==========================================================================================
 
 Fine-tune with :class:`maskrl.policies.trajectory_extractor.TrajectoryExtractor` (``pretrained=<out folder>``).
+The ``--data`` file and the encoder folders are read as hostile (nothing unpickled, sizes bounded; see
+``docs/safe_loading.md``): a dataset or an encoder from someone else fails in one line rather than running code.
 """
 
 from __future__ import annotations

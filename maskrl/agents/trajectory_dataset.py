@@ -14,7 +14,11 @@ key                shape, dtype              content
 ``metadata``       0-d str                   JSON: env id, env kwargs, action space, policy, seed, ...
 =================  ========================  ===========================================================
 
-No rewards: the data is for self-supervised pretraining only. Files load with ``allow_pickle=False``.
+No rewards: the data is for self-supervised pretraining only. A dataset file may come from anyone, so it is read
+as hostile: its ``.npz`` directory and array headers are checked before NumPy reads them
+(:func:`maskrl.untrusted.check_npz`: no pickled arrays, no array declaring more than its data), arrays load with
+``allow_pickle=False``, and their dtypes and values are checked (integer actions within the action count, boolean
+masks and starts, JSON metadata) so that a bad file fails here, in one line, rather than deep inside pretraining.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ import torch
 from torch import Tensor
 
 from maskrl.files import atomic_write
+from maskrl.untrusted import check_npz, parse_json
 
 __all__ = ["TrajectoryDataset", "WindowSampler", "load_dataset", "save_dataset", "window_indices"]
 
 FORMAT = "maskrl-trajectories-v1"
+#: Largest dataset read (uncompressed): 10M steps of a 100-float observation are 4 GB.
+MAX_DATASET_BYTES = 16 << 30
 _KEYS = ("observations", "actions", "action_masks", "episode_starts", "metadata")
 
 
@@ -129,13 +136,14 @@ def save_dataset(dataset: TrajectoryDataset, path: Path) -> None:
 
 
 def load_dataset(path: str | Path) -> TrajectoryDataset:
-    """Read a dataset file written by :func:`save_dataset` (no pickles are loaded).
+    """Read a dataset file written by :func:`save_dataset` (no pickles are loaded, nothing unbounded is allocated).
 
     :raises ValueError: in one line, for a missing file, a file that is not such a dataset, or inconsistent arrays
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"dataset file not found: {path}")
+    check_npz(path, "dataset", MAX_DATASET_BYTES)  # one-line UntrustedFileError (a ValueError) for a hostile file
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in _KEYS if key not in data.files]
@@ -147,16 +155,42 @@ def load_dataset(path: str | Path) -> TrajectoryDataset:
             raise
         # np.load raises ValueError for a file that is neither .npy nor .npz ("contains pickled data").
         raise ValueError(f"cannot read dataset {path}: not an .npz file ({type(error).__name__})") from None
-    try:
-        metadata = json.loads(str(arrays.pop("metadata")))
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: its metadata is not JSON") from None
+    raw_metadata = arrays.pop("metadata")
+    if raw_metadata.ndim != 0 or raw_metadata.dtype.kind != "U":
+        raise ValueError(f"{path}: its metadata is not a JSON string")
+    metadata = parse_json(str(raw_metadata), f"{path}: its metadata")
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown dataset format (expected {FORMAT})")
+    _check_arrays(arrays, metadata, path)
     try:
         return TrajectoryDataset(metadata=metadata, **arrays)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], metadata: dict[str, Any], path: Path) -> None:
+    """Dtypes and values a file may hold (:class:`TrajectoryDataset` checks the shapes): one-line ``ValueError``."""
+    observations, actions = arrays["observations"], arrays["actions"]
+    if not _is_real(observations):
+        raise ValueError(f"{path}: observations must be real numbers, got {observations.dtype}")
+    for key in ("action_masks", "episode_starts"):
+        if arrays[key].dtype != bool:
+            raise ValueError(f"{path}: {key} must be booleans, got {arrays[key].dtype}")
+    n_actions = metadata.get("n_actions")
+    if n_actions is not None and (isinstance(n_actions, bool) or not isinstance(n_actions, int) or n_actions < 1):
+        raise ValueError(f"{path}: metadata n_actions must be a positive integer, got {n_actions!r}")
+    if actions.ndim == 1:  # discrete: indices into the action embedding
+        if not np.issubdtype(actions.dtype, np.integer):
+            raise ValueError(f"{path}: discrete actions must be integers, got {actions.dtype}")
+        if len(actions) and (actions.min() < 0 or (n_actions is not None and actions.max() >= n_actions)):
+            found = f"{actions.min()}..{actions.max()}"
+            raise ValueError(f"{path}: discrete actions must lie in [0, n_actions), got {found}")
+    elif not _is_real(actions) or not np.isfinite(actions).all():
+        raise ValueError(f"{path}: continuous actions must be finite real numbers")
+
+
+def _is_real(array: np.ndarray) -> bool:
+    return np.issubdtype(array.dtype, np.number) and not np.issubdtype(array.dtype, np.complexfloating)
 
 
 def _episode_first_step(episode_starts: np.ndarray) -> np.ndarray:

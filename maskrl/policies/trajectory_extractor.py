@@ -43,7 +43,10 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
     :param observation_space: ``Dict`` with ``window_observations``, ``window_actions`` and ``window_valid``
         (other keys are ignored)
     :param pretrained: folder (or ``encoder.pt``) written by ``python -m maskrl.agents.pretrain``; ``None`` builds a
-        randomly initialised encoder from the architecture arguments below (the from-scratch baseline)
+        randomly initialised encoder from the architecture arguments below (the from-scratch baseline). The folder
+        may come from someone else: it is read by :func:`~maskrl.policies.trajectory_transformer.load_encoder`, which
+        unpickles nothing and refuses symlinks leading out of it, oversized files and architectures its weights do
+        not match (``docs/safe_loading.md``)
     :param frozen: keep the encoder's weights fixed (no gradient reaches them)
     :param d_model: token width, for ``pretrained=None``
     :param n_layers: number of blocks, for ``pretrained=None``

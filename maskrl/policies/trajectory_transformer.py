@@ -22,7 +22,6 @@ final LayerNorm, and no dropout, so that hidden positions get exactly zero gradi
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,14 @@ from torch import Tensor, nn
 
 from maskrl.files import atomic_write
 from maskrl.policies.attention_masks import to_mha_mask
+from maskrl.untrusted import (
+    MAX_WEIGHTS_BYTES,
+    check_inside,
+    first_line,
+    load_state_dict_bytes,
+    read_bytes,
+    read_json,
+)
 
 __all__ = [
     "TrajectoryConfig",
@@ -259,6 +266,8 @@ def n_tokens(window: int) -> int:
 
 ENCODER_WEIGHTS = "encoder.pt"
 ENCODER_CONFIG = "encoder.json"
+#: Largest encoder.json read (it holds the architecture and a few metrics: about 2 kB).
+MAX_ENCODER_CONFIG_BYTES = 1 << 20
 
 
 def save_encoder(encoder: TrajectoryTransformer, folder: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -280,8 +289,11 @@ def save_encoder(encoder: TrajectoryTransformer, folder: Path, extra: dict[str, 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[TrajectoryTransformer, dict]:
     """Rebuild a pretrained encoder from a folder written by :func:`save_encoder` (or its ``encoder.pt``).
 
-    The weights are read with ``torch.load(weights_only=True)`` (tensors only, nothing unpickled) and loaded
-    strictly.
+    The folder may come from someone else, so it is read as hostile (:mod:`maskrl.untrusted`): neither file may be
+    a symlink leading out of it, ``encoder.json`` is size-bounded, the weights are read with
+    ``torch.load(weights_only=True)`` (tensors only, nothing unpickled) after their zip directory is checked, and the
+    architecture ``encoder.json`` declares is built on the ``meta`` device (no memory) and compared with the weights
+    before it is built for real, so a config declaring a huge network fails instead of exhausting memory.
 
     :return: the encoder and the content of ``encoder.json``
     :raises ValueError: in one line, for a missing folder or file, a bad config or weights that do not fit
@@ -291,20 +303,27 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     weights, config_path = folder / ENCODER_WEIGHTS, folder / ENCODER_CONFIG
     if not weights.is_file() or not config_path.is_file():
         raise ValueError(f"no pretrained encoder at {path} (expected {ENCODER_WEIGHTS} and {ENCODER_CONFIG})")
-    try:
-        info = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read {config_path}: {error}") from None
+    check_inside(config_path, folder, ENCODER_CONFIG)
+    check_inside(weights, folder, ENCODER_WEIGHTS)
+    info = read_json(config_path, ENCODER_CONFIG, MAX_ENCODER_CONFIG_BYTES)
     if not isinstance(info, dict):
         raise ValueError(f"{config_path} is not a JSON object")
-    encoder = TrajectoryTransformer(TrajectoryConfig.from_dict(info.get("config")))
+    config = TrajectoryConfig.from_dict(info.get("config"))
+    state = load_state_dict_bytes(read_bytes(weights, MAX_WEIGHTS_BYTES, ENCODER_WEIGHTS), str(weights), device)
+    # Even on the meta device each block costs Python objects and time: the layer count must match the weights'.
+    n_blocks = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
+    if config.n_layers != n_blocks:
+        raise ValueError(
+            f"the weights in {weights} do not fit its {ENCODER_CONFIG}: n_layers {config.n_layers}, {n_blocks} blocks"
+        )
     try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as error:
-        raise ValueError(f"cannot load {weights}: {str(error).strip().splitlines()[0]}") from None
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise ValueError(f"the weights in {weights} do not fit its {ENCODER_CONFIG}: {first_line}") from None
+        with torch.device("meta"):
+            expected = {key: value.shape for key, value in TrajectoryTransformer(config).state_dict().items()}
+    except (RuntimeError, TypeError, ValueError, OverflowError) as error:  # sizes torch cannot even describe
+        raise ValueError(f"bad architecture in {config_path}: {first_line(error)}") from None
+    if expected != {key: value.shape for key, value in state.items()}:
+        differing = sorted(set(expected) ^ set(state)) or [k for k in expected if expected[k] != state[k].shape]
+        raise ValueError(f"the weights in {weights} do not fit its {ENCODER_CONFIG}: {differing[0]} differs")
+    encoder = TrajectoryTransformer(config)
+    encoder.load_state_dict(state, strict=True)
     return encoder.to(device), info
