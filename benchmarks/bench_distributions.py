@@ -14,8 +14,16 @@ for these variants:
 * ``ours``       -- ``maskrl.policies.distributions.MaskedCategorical(logits, mask)`` with a bool mask,
 * ``ours int8``  -- the same with the mask as an int8 0/1 tensor (what SB3's rollout buffer hands the
   policy for the int8 ``"action_mask"`` observation, i.e. the real call path),
+* ``ours float`` -- the same with the mask as a float32 0/1 tensor (a user's ``Box`` mask space),
 * ``sb3c``       -- ``sb3_contrib.common.maskable.distributions.MaskableCategorical(logits=..., masks=mask)``
   with a bool mask.
+
+With ``--space multibinary`` the same table is for ``MultiBinary(n)`` actions (``n`` = the "actions" column):
+``torch`` is ``torch.distributions.Bernoulli`` (SB3's unmasked distribution), ``ours`` is
+``MaskedBernoulli`` with the flat two-entries-per-bit mask, ``sb3c`` is sb3-contrib's
+``MaskableBernoulliDistribution`` (``n`` two-way ``MaskableCategorical`` s, fed the same logits as
+``[0, logit]`` pairs). Each bit's two values are each allowed with probability ``--valid-frac``, and one of
+them is forced allowed when neither is.
 
 Each variant runs twice: with torch's default argument validation (``validate_args`` not given, so
 ``torch.distributions.Distribution._validate_args`` decides: True unless ``python -O`` or
@@ -61,8 +69,8 @@ from pathlib import Path
 import sb3_contrib
 import stable_baselines3
 import torch
-from sb3_contrib.common.maskable.distributions import MaskableCategorical
-from torch.distributions import Categorical, Distribution
+from sb3_contrib.common.maskable.distributions import MaskableBernoulliDistribution, MaskableCategorical
+from torch.distributions import Bernoulli, Categorical, Distribution
 
 try:
     from maskrl.policies import distributions as maskrl_distributions
@@ -71,6 +79,7 @@ except ModuleNotFoundError:  # a checkout without ``pip install -e .``
     from maskrl.policies import distributions as maskrl_distributions
 
 MaskedCategorical = maskrl_distributions.MaskedCategorical
+MaskedBernoulli = maskrl_distributions.MaskedBernoulli
 
 #: ``make(logits, masks, validate_args)``; ``masks`` maps a mask kind ("bool", "int8") to the mask tensor.
 Factory = Callable[[torch.Tensor, dict[str, torch.Tensor], bool | None], Distribution]
@@ -82,12 +91,41 @@ class Variant:
     make: Factory
 
 
-VARIANTS = (
-    Variant("torch", lambda x, m, v: Categorical(logits=x, validate_args=v)),
-    Variant("ours", lambda x, m, v: MaskedCategorical(x, m["bool"], validate_args=v)),
-    Variant("ours_int8", lambda x, m, v: MaskedCategorical(x, m["int8"], validate_args=v)),
-    Variant("sb3c", lambda x, m, v: MaskableCategorical(logits=x, masks=m["bool"], validate_args=v)),
-)
+class ContribBits:
+    """sb3-contrib's ``MaskableBernoulliDistribution`` behind the torch ``Distribution`` methods ``step`` calls."""
+
+    def __init__(self, logits: torch.Tensor, mask: torch.Tensor):
+        pairs = torch.stack([torch.zeros_like(logits), logits], dim=-1).flatten(1)
+        self.dist = MaskableBernoulliDistribution(logits.shape[-1]).proba_distribution(pairs)
+        self.dist.apply_masking(mask)
+
+    def sample(self) -> torch.Tensor:
+        return self.dist.sample()
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.dist.log_prob(actions)
+
+    def entropy(self) -> torch.Tensor:
+        return self.dist.entropy()
+
+
+VARIANTS_BY_SPACE = {
+    "discrete": (
+        Variant("torch", lambda x, m, v: Categorical(logits=x, validate_args=v)),
+        Variant("ours", lambda x, m, v: MaskedCategorical(x, m["bool"], validate_args=v)),
+        Variant("ours_int8", lambda x, m, v: MaskedCategorical(x, m["int8"], validate_args=v)),
+        Variant("ours_float", lambda x, m, v: MaskedCategorical(x, m["float"], validate_args=v)),
+        Variant("sb3c", lambda x, m, v: MaskableCategorical(logits=x, masks=m["bool"], validate_args=v)),
+    ),
+    "multibinary": (
+        Variant("torch", lambda x, m, v: Bernoulli(logits=x, validate_args=v)),
+        Variant("ours", lambda x, m, v: MaskedBernoulli(x, m["bool"], validate_args=v)),
+        Variant("ours_int8", lambda x, m, v: MaskedBernoulli(x, m["int8"], validate_args=v)),
+        Variant("ours_float", lambda x, m, v: MaskedBernoulli(x, m["float"], validate_args=v)),
+        Variant("sb3c", lambda x, m, v: ContribBits(x, m["bool"])),
+    ),
+}
+VARIANTS = VARIANTS_BY_SPACE["discrete"]
 #: (name, ``validate_args`` passed to every variant)
 VALIDATION_MODES: tuple[tuple[str, bool | None], ...] = (("default", None), ("off", False))
 TARGET_RATIO = 1.5
@@ -103,23 +141,38 @@ def step(variant: Variant, base: torch.Tensor, masks: dict[str, torch.Tensor], v
 
 
 def make_inputs(
-    batch: int, n_actions: int, valid_frac: float, layout: str, generator: torch.Generator
+    batch: int, n_actions: int, valid_frac: float, layout: str, generator: torch.Generator, space: str = "discrete"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Standard normal float32 logits and the mask (as bool and as int8), see the module docstring."""
+    """Standard normal float32 logits and the mask (as bool, int8 and float32), see the module docstring."""
     base = torch.randn(batch, n_actions, generator=generator)
-    if layout == "random":
+    if space == "multibinary":
+        pairs = torch.rand(batch, n_actions, 2, generator=generator) < valid_frac
+        forced = torch.randint(2, (batch, n_actions), generator=generator)
+        neither = ~pairs.any(-1)
+        pairs[..., 0] |= neither & (forced == 0)
+        pairs[..., 1] |= neither & (forced == 1)
+        mask = pairs.flatten(1)
+    elif layout == "random":
         mask = torch.rand(batch, n_actions, generator=generator) < valid_frac
         forced = torch.randint(n_actions, (batch,), generator=generator)
         mask[torch.arange(batch), forced] = True
     else:  # "block": a cyclic run of valid actions starting at a random offset per row
         offsets = torch.randint(n_actions, (batch, 1), generator=generator)
         mask = (torch.arange(n_actions) - offsets) % n_actions < max(1, round(valid_frac * n_actions))
-    return base, {"bool": mask, "int8": mask.to(torch.int8)}
+    return base, {"bool": mask, "int8": mask.to(torch.int8), "float": mask.float()}
 
 
-def sanity_check(base: torch.Tensor, masks: dict[str, torch.Tensor]) -> None:
+def sanity_check(base: torch.Tensor, masks: dict[str, torch.Tensor], space: str = "discrete") -> None:
     """The masked variants never sample an invalid action and agree on log-probs of valid actions."""
     mask = masks["bool"]
+    if space == "multibinary":
+        ours_bits, theirs_bits = MaskedBernoulli(base, mask), ContribBits(base, mask)
+        bits = ours_bits.sample()
+        taken = mask.unflatten(-1, (-1, 2)).gather(-1, bits.long().unsqueeze(-1))
+        if not bool(taken.all()):
+            raise AssertionError("MaskedBernoulli sampled a masked value")
+        torch.testing.assert_close(ours_bits.log_prob(bits), theirs_bits.log_prob(bits))
+        return
     ours = MaskedCategorical(base, mask)
     theirs = MaskableCategorical(logits=base, masks=mask)
     for dist in (ours, theirs, MaskedCategorical(base, masks["int8"])):
@@ -163,7 +216,7 @@ def bench_shape(
     The shape's cost is estimated in wall time from one call of plain torch before anything else runs, so
     a shape that would break ``--max-combo-seconds`` or the remaining ``--time-budget`` costs one call.
     """
-    base, masks = make_inputs(batch, n_actions, args.valid_frac, args.mask_layout, generator)
+    base, masks = make_inputs(batch, n_actions, args.valid_frac, args.mask_layout, generator, args.space)
     cases = [(mode, validate, variant) for mode, validate in VALIDATION_MODES for variant in VARIANTS]
     reference = VARIANTS[0]
     step(reference, base, masks, None)
@@ -174,7 +227,7 @@ def bench_shape(
         return f"skipped: estimated {estimate:.0f} s > --max-combo-seconds {args.max_combo_seconds:g}"
     if estimate > seconds_left:
         return f"skipped: estimated {estimate:.0f} s > {max(seconds_left, 0):.0f} s left of --time-budget"
-    sanity_check(base, masks)
+    sanity_check(base, masks, args.space)
     calls: dict[tuple[str, str], int] = {}
     for mode, validate, variant in cases:
         for _ in range(warmup):
@@ -202,14 +255,14 @@ def format_tables(results: dict[tuple[int, int], dict[tuple[str, str], list[floa
         title = "torch default (validate_args not given)" if validate is None else "validate_args=False for all"
         lines += [f"### Validation: {mode} -- {title}", ""]
         lines.append(
-            "| batch | actions | torch µs | ours µs | ours int8 µs | sb3c µs "
-            "| ours/torch | int8/torch | sb3c/torch | ours/sb3c |"
+            "| batch | actions | torch µs | ours µs | ours int8 µs | ours float µs | sb3c µs "
+            "| ours/torch | int8/torch | float/torch | sb3c/torch | ours/sb3c |"
         )
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        ratios: dict[str, list[float]] = {"ours": [], "ours_int8": [], "sb3c": []}
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        ratios: dict[str, list[float]] = {"ours": [], "ours_int8": [], "ours_float": [], "sb3c": []}
         for (batch, n_actions), result in results.items():
             if isinstance(result, str):
-                lines.append("| " + " | ".join([str(batch), str(n_actions), result, *[""] * 7]) + " |")
+                lines.append("| " + " | ".join([str(batch), str(n_actions), result, *[""] * 9]) + " |")
                 continue
             blocks = {variant.key: result[mode, variant.key] for variant in VARIANTS}
             t = {key: statistics.median(values) * 1e6 for key, values in blocks.items()}
@@ -217,12 +270,18 @@ def format_tables(results: dict[tuple[int, int], dict[tuple[str, str], list[floa
                 ratios[key].append(paired_ratio(blocks[key], blocks["torch"]))
             lines.append(
                 f"| {batch} | {n_actions} | {t['torch']:.1f} | {t['ours']:.1f} | {t['ours_int8']:.1f} "
-                f"| {t['sb3c']:.1f} | {ratios['ours'][-1]:.2f} | {ratios['ours_int8'][-1]:.2f} "
+                f"| {t['ours_float']:.1f} | {t['sb3c']:.1f} | {ratios['ours'][-1]:.2f} "
+                f"| {ratios['ours_int8'][-1]:.2f} | {ratios['ours_float'][-1]:.2f} "
                 f"| {ratios['sb3c'][-1]:.2f} | {paired_ratio(blocks['ours'], blocks['sb3c']):.2f} |"
             )
         if ratios["ours"]:
             lines.append("")
-            for key, label in (("ours", "ours"), ("ours_int8", "ours int8"), ("sb3c", "sb3c")):
+            for key, label in (
+                ("ours", "ours"),
+                ("ours_int8", "ours int8"),
+                ("ours_float", "ours float"),
+                ("sb3c", "sb3c"),
+            ):
                 values = ratios[key]
                 geo = math.exp(statistics.fmean(math.log(r) for r in values))
                 over = sum(r > TARGET_RATIO for r in values)
@@ -278,6 +337,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "only meaningful with 1 thread); auto: cpu with --threads 1, else wall",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--space", choices=list(VARIANTS_BY_SPACE), default="discrete", help="action space; default discrete"
+    )
     args = parser.parse_args(argv)
     for name, (full, quick) in DEFAULTS.items():
         if getattr(args, name) is None:
@@ -292,7 +354,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global VARIANTS
     args = parse_args(argv)
+    VARIANTS = VARIANTS_BY_SPACE[args.space]
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
     command = " ".join(shlex.quote(part) for part in [Path(sys.executable).name, *sys.argv])

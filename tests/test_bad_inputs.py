@@ -89,11 +89,14 @@ def test_state_with_no_valid_action() -> None:
         MaskedMultiCategorical(torch.zeros(1, 5), [2, 3], multi)
 
 
-def test_state_with_no_valid_action_without_validation_is_not_checked() -> None:
-    # validate_args=False is the documented opt-out: an all-False row gives a uniform distribution over invalid
-    # actions, silently.
-    dist = MaskedCategorical(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool), validate_args=False)
-    assert torch.allclose(dist.probs, torch.full((1, 3), 1 / 3))
+def test_state_with_no_valid_action_without_validation_never_samples_an_invalid_action() -> None:
+    # validate_args=False (or set_mask_checks(False)) skips the diagnosis, but an all-False row still gives no
+    # probability to its invalid actions: sampling it raises rather than choosing one.
+    dist = MaskedCategorical(torch.zeros(2, 3), torch.tensor([[0, 0, 0], [0, 1, 0]]), validate_args=False)
+    assert dist.probs[0].sum() == 0
+    assert torch.equal(dist.probs[1], torch.tensor([0.0, 1.0, 0.0]))
+    with pytest.raises(RuntimeError):
+        dist.sample()
 
 
 def test_nan_logits_at_a_valid_action() -> None:

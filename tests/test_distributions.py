@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -26,7 +28,12 @@ from sb3_contrib.common.maskable.distributions import MaskableCategorical, Maska
 from torch import nn
 from torch.distributions import Categorical, Distribution
 
-from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical
+from maskrl.policies.distributions import (
+    MaskedCategorical,
+    MaskedMultiCategorical,
+    mask_checks_enabled,
+    set_mask_checks,
+)
 from maskrl.policies.sb3_distributions import (
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
@@ -524,18 +531,48 @@ def test_no_validation_skips_the_empty_row_check():
     assert dist.probs[1, 1] == 0
 
 
-def test_validate_args_none_follows_torch_default():
+def test_checks_ignore_torch_global_switch_and_follow_set_mask_checks():
+    # torchrl and `python -O` turn torch's global validation off; maskrl's checks must not follow it.
     mask = torch.tensor([[0, 0, 0], [1, 0, 1]])
     previous = Distribution._validate_args
     try:
         Distribution.set_default_validate_args(False)
-        MaskedCategorical(torch.zeros(2, 3), mask)  # must not raise
-        MaskedMultiCategorical(torch.zeros(2, 3), [1, 2], mask)  # must not raise
-        Distribution.set_default_validate_args(True)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no valid action in batch row 0"):
             MaskedCategorical(torch.zeros(2, 3), mask)
+        with pytest.raises(ValueError, match="no valid choice for sub-action 0 in batch row 0"):
+            MaskedMultiCategorical(torch.zeros(2, 3), [1, 2], mask)
+        with pytest.raises(ValueError, match="0/1"):
+            MaskedCategorical(torch.zeros(2, 3), torch.tensor([[2, 0, 1], [1, 0, 1]]))
+        with pytest.raises(ValueError, match="NaN"):
+            MaskedCategorical(torch.tensor([[float("nan"), 0.0]]), torch.tensor([[1, 1]]))
     finally:
         Distribution.set_default_validate_args(previous)
+    assert mask_checks_enabled()
+    set_mask_checks(False)
+    try:
+        MaskedCategorical(torch.zeros(2, 3), mask)  # maskrl's own switch: not checked
+        MaskedMultiCategorical(torch.zeros(2, 3), [1, 2], mask)
+    finally:
+        set_mask_checks(True)
+    with pytest.raises(ValueError):
+        MaskedCategorical(torch.zeros(2, 3), mask)
+
+
+def test_torchrl_style_import_turning_validation_off_changes_nothing():
+    # What `import torchrl.modules.distributions` does at import time, in a fresh interpreter.
+    code = (
+        "import torch\n"
+        "from torch.distributions import Distribution\n"
+        "from maskrl.policies.distributions import MaskedCategorical\n"
+        "Distribution.set_default_validate_args(False)\n"
+        "try:\n"
+        "    MaskedCategorical(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool))\n"
+        "except ValueError as error:\n"
+        "    print('refused:', error)\n"
+    )
+    for flags in ([], ["-O"]):
+        done = subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True, check=True)
+        assert "refused: mask has no valid action" in done.stdout, (flags, done.stdout, done.stderr)
 
 
 @pytest.mark.parametrize("validate_args", [None, True, False])
@@ -778,8 +815,8 @@ def test_make_masked_distribution_returns_the_right_class():
 
 @pytest.mark.parametrize(
     "space",
-    [spaces.Box(-1, 1, (3,)), spaces.MultiBinary(3), spaces.MultiDiscrete([[2, 3], [4, 5]])],
-    ids=["Box", "MultiBinary", "2-D MultiDiscrete"],
+    [spaces.Box(-1, 1, (3,)), spaces.MultiBinary([2, 3]), spaces.MultiDiscrete([[2, 3], [4, 5]])],
+    ids=["Box", "2-D MultiBinary", "2-D MultiDiscrete"],
 )
 def test_make_masked_distribution_rejects_other_spaces(space):
     with pytest.raises(TypeError):

@@ -47,12 +47,14 @@ def test_default_mode_is_unchanged() -> None:
     assert _digest(env) == DEFAULT_MODE_DIGEST
 
 
-@pytest.mark.parametrize("make", [lambda: gym.make("maskrl/PandaGridImage-v0"), lambda: PandaGridEnv(obs_mode="image")])
-def test_image_mode_passes_gymnasium_and_sb3_checks(make) -> None:
+@pytest.mark.parametrize(
+    ("make", "side"), [(lambda: gym.make("maskrl/PandaGridImage-v0"), 40), (lambda: PandaGridEnv(obs_mode="image"), 24)]
+)
+def test_image_mode_passes_gymnasium_and_sb3_checks(make, side) -> None:
     env = make()
     space = env.observation_space
     assert set(space.spaces) == {"observation", "action_mask"}
-    assert space["observation"].shape == (24, 24, 3) and space["observation"].dtype == np.uint8
+    assert space["observation"].shape == (side, side, 3) and space["observation"].dtype == np.uint8
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gym_check_env(env.unwrapped, skip_render_check=True)
@@ -173,3 +175,11 @@ def test_image_mode_has_the_same_dynamics_as_the_default_mode() -> None:
 def test_bad_image_arguments_raise_one_clear_error(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         PandaGridEnv(**kwargs)
+
+
+def test_registered_image_env_works_with_sb3_default_cnn() -> None:
+    # Before: 24 x 24 pixels, and SB3's NatureCNN (the default of "MultiInputPolicy") died inside torch.
+    from sb3_contrib import MaskablePPO
+
+    model = MaskablePPO("MultiInputPolicy", gym.make("maskrl/PandaGridImage-v0"), n_steps=16, batch_size=16, seed=0)
+    model.learn(16)

@@ -8,7 +8,7 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from toy_envs import ToyMaskedEnv, TwoKeyToyEnv
+from toy_envs import ToyMaskedEnv, TwoKeyToyEnv, make_dict_toy_env
 
 from maskrl.envs import ActionMasksToObservation, DropMasks
 from maskrl.envs.wrappers import action_mask_size
@@ -136,7 +136,7 @@ def test_mask_of_wrong_length_is_a_value_error():
 def test_box_action_space_is_a_type_error():
     inner = ToyMaskedEnv()
     inner.action_space = spaces.Box(-1, 1, (2,))
-    with pytest.raises(TypeError, match="Discrete or MultiDiscrete"):
+    with pytest.raises(TypeError, match="Discrete, MultiDiscrete or 1-D MultiBinary"):
         ActionMasksToObservation(inner)
 
 
@@ -213,7 +213,39 @@ def test_action_mask_size(action_space, size):
     assert isinstance(action_mask_size(action_space), int)
 
 
-@pytest.mark.parametrize("action_space", [spaces.Box(-1, 1, (3,)), spaces.MultiBinary(3)], ids=["box", "multibinary"])
+@pytest.mark.parametrize(
+    "action_space", [spaces.Box(-1, 1, (3,)), spaces.MultiBinary([2, 3])], ids=["box", "2-D multibinary"]
+)
 def test_action_mask_size_refuses_other_spaces(action_space):
-    with pytest.raises(TypeError, match="Discrete or MultiDiscrete"):
+    with pytest.raises(TypeError, match="Discrete, MultiDiscrete or 1-D MultiBinary"):
         action_mask_size(action_space)
+
+
+def test_masked_frame_stack_stacks_features_and_keeps_the_newest_mask() -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecFrameStack
+
+    from maskrl.envs.frame_stack import MaskedVecFrameStack
+    from maskrl.policies import MaskedActorCriticPolicy
+
+    venv = DummyVecEnv([lambda: make_dict_toy_env(episode_length=3)] * 2)
+    with pytest.raises(TypeError):
+        VecFrameStack(venv, 2)  # SB3's refuses the int8 MultiBinary mask key: why this wrapper exists
+    stacked = MaskedVecFrameStack(venv, n_stack=2)
+    assert stacked.observation_space["observation"].shape == (8,)
+    assert stacked.observation_space["action_mask"] == venv.observation_space["action_mask"]
+    first = stacked.reset()
+    assert np.array_equal(first["observation"][:, :4], np.zeros((2, 4)))  # nothing stacked yet
+    for _ in range(3):
+        previous = first["observation"][:, 4:].copy()
+        obs, _, dones, infos = stacked.step(np.array([0, 0]))
+        masks = np.array([env.action_masks() for env in venv.get_attr("unwrapped")], dtype=np.int8)
+        if not dones.any():
+            assert np.array_equal(obs["observation"][:, :4], previous)
+            assert np.array_equal(obs["action_mask"], masks)  # the newest frame's mask, not stacked
+        first = obs
+    assert dones.all() and infos[0]["terminal_observation"]["observation"].shape == (8,)
+    assert infos[0]["terminal_observation"]["action_mask"].shape == (4,)
+    PPO(MaskedActorCriticPolicy, stacked, n_steps=16, batch_size=16).learn(32)
+    with pytest.raises(TypeError, match="mask key"):
+        MaskedVecFrameStack(DummyVecEnv([lambda: ToyMaskedEnv()]), 2)

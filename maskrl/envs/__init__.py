@@ -15,9 +15,12 @@ __all__ = ["ActionMasksToObservation", "DropMasks", "TrajectoryWindow", "panda_h
 _ENVS: dict[str, tuple[str, dict[str, object]]] = {
     "maskrl/Kart-v0": ("maskrl.envs.kart:KartEnv", {}),
     "maskrl/PandaGrid-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {}),
-    # The same world seen as a small fogged picture (3 px per cell) for pixel policies.
-    "maskrl/PandaGridImage-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {"obs_mode": "image"}),
+    # The same world seen as a small fogged picture for pixel policies; 5 px per cell (40 x 40) is the smallest
+    # size SB3's default NatureCNN accepts, so MultiInputPolicy works on it out of the box.
+    "maskrl/PandaGridImage-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {"obs_mode": "image", "image_cell_px": 5}),
     "maskrl/PandaHerd-v0": ("maskrl.envs.panda_herd:PandaHerdGridEnv", {}),
+    # A contextual bandit to test masked policies on; action_type= discrete, multidiscrete or multibinary.
+    "maskrl/ToyMasked-v0": ("maskrl.envs.toy:ToyMaskedEnv", {}),
 }
 
 for _env_id, (_entry_point, _kwargs) in _ENVS.items():

@@ -76,7 +76,9 @@ action (the same as ``env.action_masks()``).
 Image observations
 ------------------
 With ``obs_mode="image"`` (registered as ``maskrl/PandaGridImage-v0``) ``obs["observation"]`` is a small uint8
-picture, channel-last ``(H, W, 3)`` with ``H = W = size * image_cell_px`` (24 x 24 with the defaults), for pixel
+picture, channel-last ``(H, W, 3)`` with ``H = W = size * image_cell_px`` (24 x 24 with the constructor's
+defaults; the registered ``maskrl/PandaGridImage-v0`` draws 5 px per cell, 40 x 40, so that SB3's default
+``NatureCNN``, which needs at least 36 x 36, works with ``"MultiInputPolicy"``), for pixel
 policies (SB3 sees an image space and transposes it to channel-first, also inside the ``Dict``). Every cell is a
 flat ``image_cell_px`` x ``image_cell_px`` square of one colour (``IMAGE_COLOURS``):
 
@@ -152,7 +154,9 @@ hidden entities, ``.`` for seen empty cells and ``:`` for unseen ones; ``"rgb_ar
 Version history
 ---------------
 * v0: initial version; the ``obs_mode="image"`` option (``maskrl/PandaGridImage-v0``) was added later and does not
-  change the default observation.
+  change the default observation. ``maskrl/PandaGridImage-v0`` first drew 3 px per cell (24 x 24), too small for
+  SB3's ``NatureCNN``; it now registers ``image_cell_px=5`` (runs made with its YAML, which sets the size, load
+  unchanged).
 """
 
 import functools

@@ -16,14 +16,17 @@ MASK_KEYS = ("action_mask", "visibility", "agent_mask")
 def action_mask_size(action_space: spaces.Space) -> int:
     """Length of the flat action mask for ``action_space`` (sb3-contrib's layout).
 
-    :param action_space: a ``Discrete`` or ``MultiDiscrete`` space
-    :return: ``n`` for ``Discrete(n)``, ``sum(nvec)`` for ``MultiDiscrete(nvec)``
+    :param action_space: a ``Discrete``, ``MultiDiscrete`` or (1-D) ``MultiBinary`` space
+    :return: ``n`` for ``Discrete(n)``, ``sum(nvec)`` for ``MultiDiscrete(nvec)``, ``2 * n`` for ``MultiBinary(n)``
+        (two entries per bit: "may be 0", "may be 1"; see :func:`maskrl.policies.distributions.bit_mask`)
     """
     if isinstance(action_space, spaces.Discrete):
         return int(action_space.n)
     if isinstance(action_space, spaces.MultiDiscrete):
         return int(np.sum(action_space.nvec))
-    raise TypeError(f"action masks need a Discrete or MultiDiscrete action space, got {action_space}")
+    if isinstance(action_space, spaces.MultiBinary) and len(action_space.shape) == 1:
+        return 2 * int(action_space.shape[0])
+    raise TypeError(f"action masks need a Discrete, MultiDiscrete or 1-D MultiBinary action space, got {action_space}")
 
 
 class ActionMasksToObservation(gym.ObservationWrapper):
@@ -59,8 +62,12 @@ class ActionMasksToObservation(gym.ObservationWrapper):
             raise ValueError(f"action_masks() must return booleans or 0/1, got values {np.unique(raw)[:5].tolist()}")
         mask = raw.astype(np.int8)
         if mask.shape != (self._mask_size,):
+            hint = ""
+            if isinstance(self.env.action_space, spaces.MultiBinary):
+                hint = ": two entries per bit, [bit 0 may be 0, bit 0 may be 1, bit 1 may be 0, ...]"
             raise ValueError(
-                f"action_masks() returned shape {mask.shape}, expected ({self._mask_size},) for {self.env.action_space}"
+                f"action_masks() returned shape {mask.shape}, expected ({self._mask_size},) for "
+                f"{self.env.action_space}{hint}"
             )
         if self._is_dict:
             return {**observation, ACTION_MASK_KEY: mask}

@@ -8,9 +8,10 @@ only. Empty cells contribute exactly 0 (``torch.where``, never a multiplication 
 their logits hold, even NaN or inf, cannot leak into the result or its gradient).
 
 Combined with a per-cell action mask ``(B, A, H, W)``, every agent cell follows
-:class:`~maskrl.policies.distributions.MaskedCategorical`'s rules: invalid actions get the dtype's most
-negative finite logit, so they have probability exactly 0, are never sampled, the entropy is over the valid
-actions and their logits receive exactly zero gradient.
+:class:`~maskrl.policies.distributions.MaskedCategorical`'s rules: invalid actions have probability exactly 0
+whatever the logits hold (they are ``-inf`` in the softmax, stored as the dtype's most negative finite value), are
+never sampled, the entropy is over the valid actions and their logits receive exactly zero gradient. The checks
+follow :func:`~maskrl.policies.distributions.set_mask_checks`, not torch's global validation switch.
 
 :class:`CategoricalMapDistribution` wraps it for SB3, which sees the grid of actions as the flat, row-major
 ``MultiDiscrete([A] * (H * W))``.
@@ -25,7 +26,7 @@ from stable_baselines3.common.distributions import Distribution as SB3Distributi
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from maskrl.policies.distributions import MaskLike, _validation_enabled, as_bool_mask
+from maskrl.policies.distributions import MaskLike, _validation_enabled, as_bool_mask, masked_log_softmax
 
 SelfCategoricalMapDistribution = TypeVar("SelfCategoricalMapDistribution", bound="CategoricalMapDistribution")
 
@@ -80,9 +81,9 @@ class CategoricalMap(Distribution):
         ``None`` means every cell holds an agent
     :param action_mask: ``(B, A, H, W)``, ``True``/1 for the valid actions of each cell; ``None`` means all
         valid. Only agent cells need a valid action.
-    :param validate_args: check the masks' shapes and values, that every agent cell has a valid action, that the
-        logits of agent cells hold no NaN at a valid action, and ``log_prob``'s argument; ``None`` follows torch's
-        global ``Distribution`` validation default (shapes are always checked)
+    :param validate_args: check the masks' values, that every agent cell has a valid action, that the logits of
+        every agent cell give some valid action a finite value and hold no NaN, and ``log_prob``'s argument;
+        ``None`` follows :func:`~maskrl.policies.distributions.set_mask_checks` (shapes are always checked)
     :raises ValueError: on bad shapes, mask values other than 0/1, or an agent cell with no valid action
     """
 
@@ -123,23 +124,34 @@ class CategoricalMap(Distribution):
         agent = self.agent_mask.unsqueeze(1)  # (B, 1, H, W), broadcasts over actions
         clean = torch.where(agent, logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
         self.action_mask: torch.Tensor | None = None
+        #: ``(B, A, H, W)`` entries that may hold probability: valid actions of agent cells, every action of empty ones
+        self._open: torch.Tensor | None = None
         if action_mask is not None:
             self.action_mask = as_bool_mask(action_mask, logits, validate=validate_masks, check_rows=False)
             if validate_masks:
                 self._raise_if_agent_without_action()
-            clean = torch.where(self.action_mask | ~agent, clean, torch.finfo(logits.dtype).min)
+            self._open = self.action_mask | ~agent
         #: per-cell normalised log-probabilities ``(B, A, H, W)``; empty cells hold the uniform distribution
-        self.logits = torch.log_softmax(clean, dim=1)
-        if self.logits.dtype == torch.float16:
-            # As in MaskedCategorical: keep float16 log-probs finite so gradients never see inf * 0.
-            self.logits = self.logits.clamp(min=torch.finfo(torch.float16).min)
+        self.logits = masked_log_softmax(clean, self._open, dim=1)
         self.n_actions = n_actions
-        # Normalised logits are <= 0 and empty cells were cleaned, so the sum is NaN exactly when an agent cell
-        # had NaN (or +inf) at a valid action.
-        if validate and bool(self.logits.detach().sum().isnan()):
-            raise ValueError(f"logits of shape {tuple(logits.shape)} hold NaN or +inf at a valid action of an agent")
+        self._checked = validate
+        if validate:
+            self._raise_if_not_a_number(clean)
         super().__init__(torch.Size((batch,)), torch.Size((height, width)), validate_args=False)
         self._validate_args = validate  # log_prob checks its argument
+
+    def _raise_if_not_a_number(self, clean: torch.Tensor) -> None:
+        # Normalised logits are <= 0 and finite, and empty cells were cleaned, so the sum is NaN exactly when an
+        # agent cell had NaN (or +inf) at a valid action, or no finite logit at any valid action.
+        if not bool(self.logits.detach().sum().isnan()):
+            return
+        row, y, x = self.logits.detach().isnan().any(dim=1).nonzero()[0].tolist()
+        cell = clean.detach()[row, :, y, x]
+        valid = self._open[row, :, y, x] if self._open is not None else torch.ones_like(cell, dtype=torch.bool)
+        where = f"the agent in batch row {row}, cell ({y}, {x})"
+        if not bool((cell[valid] != float("-inf")).any()):
+            raise ValueError(f"no valid action of {where} has a finite logit (all its valid logits are -inf)")
+        raise ValueError(f"logits hold NaN or +inf at a valid action of {where}")
 
     def _raise_if_agent_without_action(self) -> None:
         assert self.action_mask is not None
@@ -159,8 +171,16 @@ class CategoricalMap(Distribution):
 
     @property
     def probs(self) -> torch.Tensor:
-        """Per-cell probabilities ``(B, A, H, W)`` (empty cells: uniform)."""
-        return _probs(self.logits)
+        """Per-cell probabilities ``(B, A, H, W)`` (empty cells: uniform); exactly 0 at invalid actions."""
+        return self._masked_probs(self.logits)
+
+    def _masked_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        probs = _probs(logits)
+        if not self._checked and self._open is not None:
+            # Unchecked, an agent cell may have no valid action: its invalid actions must get nothing (not the
+            # uniform share softmax gives equal logits), so sampling it raises instead of choosing one.
+            probs = torch.where(self._open, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+        return probs
 
     @property
     def n_agents(self) -> torch.Tensor:
@@ -175,7 +195,7 @@ class CategoricalMap(Distribution):
         sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
             # float32 probabilities: a float16 multinomial can draw a masked action (see MaskedCategorical.sample).
-            probs_2d = _probs(self.logits.float()).movedim(1, -1).reshape(-1, self.n_actions)
+            probs_2d = self._masked_probs(self.logits.float()).movedim(1, -1).reshape(-1, self.n_actions)
             draws = torch.multinomial(probs_2d, sample_shape.numel(), True).T
             draws = draws.reshape(*sample_shape, *self.agent_mask.shape)
             return torch.where(self.agent_mask, draws, 0)
@@ -202,21 +222,26 @@ class CategoricalMap(Distribution):
                     f"action {actions[row, y, x].item()} of the agent in batch row {row}, cell ({y}, {x}) "
                     f"is outside [0, {self.n_actions})"
                 )
-        index = torch.where(self.agent_mask, actions, 0).clamp(0, self.n_actions - 1)
+        # No clamping: unchecked, an out-of-range action of an agent makes gather raise rather than read another
+        # action's log-probability.
+        index = torch.where(self.agent_mask, actions, 0)
         per_cell = self.logits.gather(1, index.unsqueeze(1)).squeeze(1)
         return torch.where(self.agent_mask, per_cell, torch.zeros((), dtype=per_cell.dtype, device=per_cell.device))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """Joint log-probability ``(B,)``: the sum over agent cells of their actions' log-probabilities.
 
+        Never below the dtype's most negative finite value, however many agents took an invalid action.
+
         :param value: actions ``(B, H, W)``; values in empty cells are ignored
         """
-        return self.cell_log_prob(value).sum(dim=(1, 2))
+        joint = self.cell_log_prob(value).sum(dim=(1, 2))
+        return joint.clamp(min=torch.finfo(joint.dtype).min)
 
     def cell_entropy(self) -> torch.Tensor:
         """Entropy of each cell's distribution over its valid actions, ``(B, H, W)``; exactly 0 in empty cells."""
         # p * log p with p exactly 0 at masked actions (finite log p): -0, as torch's Categorical.entropy computes.
-        per_cell = -(_probs(self.logits) * self.logits).sum(dim=1)
+        per_cell = -(self.probs * self.logits).sum(dim=1)
         return torch.where(self.agent_mask, per_cell, torch.zeros((), dtype=per_cell.dtype, device=per_cell.device))
 
     def entropy(self) -> torch.Tensor:

@@ -1,25 +1,60 @@
 """Masked categorical distributions in pure torch (no SB3 needed).
 
-Invalid actions get the logit dtype's most negative finite value, so after normalisation their
-probability is exactly 0: they are never sampled, the entropy is the entropy of the distribution
-renormalised over the valid actions, and ``torch.where`` sends exactly zero gradient to their logits.
+A masked (invalid) action has probability exactly 0, whatever the logits hold: the logits of invalid actions
+are replaced by ``-inf`` before the softmax, so even a valid logit of ``-inf``, the dtype's most negative
+value or a float16 overflow cannot hand them probability. After normalisation the ``-inf`` entries are stored
+as the dtype's most negative finite value (``finfo.min``), so log-probabilities stay finite, the entropy is
+the entropy of the distribution renormalised over the valid actions, and ``torch.where`` sends exactly zero
+gradient to the invalid actions' logits.
+
+Mask checks (0/1 values, a valid action in every row, a finite logit at some valid action of every row, no
+NaN) are maskrl's own and on by default. They do not follow torch's global ``Distribution`` validation
+switch, which other libraries (and ``python -O``) turn off; :func:`set_mask_checks` is the switch for users
+who want them off. Unchecked, a masked action is still never sampled: rows with no valid action get no
+probability at all, so sampling from them raises instead of choosing an invalid action.
+
+Three distributions share this: :class:`MaskedCategorical` (``Discrete``), :class:`MaskedMultiCategorical`
+(``MultiDiscrete``, sb3-contrib's flat mask layout) and :class:`MaskedBernoulli` (``MultiBinary``, the same
+flat layout with two entries per bit: "may be 0", "may be 1").
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.distributions import Categorical, Distribution, constraints
+from torch.distributions import Categorical, Distribution, constraints, kl_divergence, register_kl
+from torch.distributions.utils import lazy_property
 
 MaskLike = torch.Tensor | np.ndarray
 
+_mask_checks_enabled = True
+
+
+def set_mask_checks(enabled: bool) -> None:
+    """Turn maskrl's mask checks on (the default) or off, for every masked distribution built afterwards.
+
+    The checks cost one or two reductions and a sync per distribution. Off, bad masks are not diagnosed, but a
+    masked action is still never sampled (a row with no valid action makes sampling raise). torch's own
+    ``Distribution.set_default_validate_args`` does not affect them.
+
+    :param enabled: ``True`` to check masks and logits, ``False`` to skip the checks
+    """
+    global _mask_checks_enabled
+    _mask_checks_enabled = bool(enabled)
+
+
+def mask_checks_enabled() -> bool:
+    """Whether maskrl's mask checks are on (see :func:`set_mask_checks`)."""
+    return _mask_checks_enabled
+
 
 def _validation_enabled(validate_args: bool | None) -> bool:
-    # Same switch as torch's own argument validation, so ``Distribution.set_default_validate_args(False)``
-    # (or ``validate_args=False``) turns the per-call mask checks off for speed.
-    return Distribution._validate_args if validate_args is None else validate_args
+    return _mask_checks_enabled if validate_args is None else bool(validate_args)
+
+
+_BYTE_DTYPES = (torch.bool, torch.int8, torch.uint8)
 
 
 def as_bool_mask(mask: MaskLike, logits: torch.Tensor, validate: bool = True, check_rows: bool = True) -> torch.Tensor:
@@ -36,27 +71,39 @@ def as_bool_mask(mask: MaskLike, logits: torch.Tensor, validate: bool = True, ch
         mask = torch.as_tensor(mask, device=logits.device)
     if mask.shape != logits.shape:
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match logits shape {tuple(logits.shape)}")
-    if validate and not _fast_mask_check(mask, check_rows):
-        if mask.dtype != torch.bool:
-            bad = (mask != 0) & (mask != 1)
+    if mask.dtype in _BYTE_DTYPES:
+        as_bytes = mask
+    else:
+        # Float (or wider int) masks are brought to bytes once: a 0/1 mask survives the round trip unchanged,
+        # anything else (0.5, -1, NaN, 2) either changes or shows up as a byte above 1 in the check below.
+        as_bytes = mask.to(torch.uint8)
+        if validate and not torch.equal(as_bytes.to(mask.dtype), mask):
+            bad = as_bytes.to(mask.dtype) != mask
+            raise ValueError(f"mask values must be 0/1 or booleans, found {mask[bad][0].item()!r}")
+    if validate and not _fast_mask_check(as_bytes, check_rows):
+        if as_bytes.dtype != torch.bool:
+            bad = (as_bytes != 0) & (as_bytes != 1)
             if bool(bad.any()):
                 raise ValueError(f"mask values must be 0/1 or booleans, found {mask[bad][0].item()!r}")
         if check_rows:
-            raise_if_empty_rows(mask.bool(), "no valid action")
-    return mask if mask.dtype == torch.bool else mask.bool()
+            raise_if_empty_rows(as_bytes.bool(), "no valid action")
+    return as_bytes if as_bytes.dtype == torch.bool else as_bytes.bool()
 
 
 def _fast_mask_check(mask: torch.Tensor, check_rows: bool) -> bool:
-    """One reduction that is True when the mask certainly passes validation (False: look closer).
+    """One reduction that is True when a byte mask certainly passes validation (False: look closer).
 
     Read as raw bytes, a bool/int8/uint8 mask is all 0/1 iff no row's max exceeds 1, and every row has a
-    valid action iff every row's max is 1. A uint8 ``amax`` is ~50x faster on CPU than ``any(-1)`` on bools
-    or a ``!=``/``&``/``any`` chain; other dtypes take the slow, detailed path.
+    valid action iff every row's max is 1; a byte ``amax`` is much cheaper on CPU than ``any`` on bools.
     """
-    if mask.dtype not in (torch.bool, torch.int8, torch.uint8) or mask.shape[-1] == 0:
+    if mask.dtype not in _BYTE_DTYPES or mask.shape[-1] == 0:
         return False
     row_max = mask.view(torch.uint8).amax(dim=-1)
     return bool((row_max == 1).all() if check_rows else (row_max <= 1).all())
+
+
+def _row_name(index: Sequence[int]) -> str:
+    return str(index[0]) if len(index) == 1 else str(tuple(index))
 
 
 def raise_if_empty_rows(mask: torch.Tensor, problem: str) -> None:
@@ -71,8 +118,47 @@ def raise_if_empty_rows(mask: torch.Tensor, problem: str) -> None:
     if has_valid.dim() == 0:
         raise ValueError(f"mask has {problem}")
     empty = (~has_valid).nonzero()
-    row = tuple(empty[0].tolist()) if has_valid.dim() > 1 else int(empty[0, 0])
-    raise ValueError(f"mask has {problem} in batch row {row} ({len(empty)} such rows)")
+    raise ValueError(f"mask has {problem} in batch row {_row_name(empty[0].tolist())} ({len(empty)} such rows)")
+
+
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
+    """Log-probabilities over the valid entries along ``dim``; invalid entries get ``finfo.min``.
+
+    Invalid logits become ``-inf`` before the softmax, so no valid logit (``-inf``, ``finfo.min``, a float16
+    overflow) can lose to them. The ``-inf`` results, of invalid actions and of valid actions whose logit was
+    ``-inf``, are clamped to the most negative finite value: their probability is exactly 0 and their gradient
+    exactly 0. A row with no finite logit at a valid entry comes out NaN (see :func:`raise_if_not_a_number`).
+
+    :param logits: floating logits
+    :param mask: bool, ``True`` for valid entries, the shape of ``logits``; ``None`` means all valid
+    :param dim: the dimension the distribution is over
+    """
+    if mask is not None:
+        logits = torch.where(mask, logits, torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+    return torch.log_softmax(logits, dim=dim).clamp(min=torch.finfo(logits.dtype).min)
+
+
+def raise_if_not_a_number(normalized: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor, what: str) -> None:
+    """Raise a ``ValueError`` naming the first row whose :func:`masked_log_softmax` result is NaN.
+
+    One sum and one sync when all is well: normalised logits are ``<= 0`` and finite, so their sum is NaN exactly
+    when some row is NaN (a NaN or ``+inf`` logit at a valid entry, or no finite logit at any valid entry).
+
+    :param normalized: the output of :func:`masked_log_softmax`
+    :param logits: the raw logits it was computed from
+    :param mask: the bool mask it was computed with
+    :param what: what a row of the last dimension chooses, for the message (e.g. ``"action"``)
+    """
+    if not bool(normalized.detach().sum().isnan()):
+        return
+    bad = normalized.detach().isnan().any(dim=-1).nonzero()
+    index = tuple(bad[0].tolist())
+    row = logits.detach()[index]
+    valid = mask[index]
+    where = f" in batch row {_row_name(index)}" if index else ""
+    if not bool((row[valid] != float("-inf")).any()):
+        raise ValueError(f"no valid {what} has a finite logit{where} (all valid logits are -inf)")
+    raise ValueError(f"logits hold NaN or +inf at a valid {what}{where}")
 
 
 class MaskedCategorical(Categorical):
@@ -80,36 +166,44 @@ class MaskedCategorical(Categorical):
 
     :param logits: unnormalised log-probabilities, shape ``(*batch, n)``, any floating dtype
     :param mask: ``(*batch, n)``, ``True``/1 for valid actions; ``None`` means all actions are valid
-    :param validate_args: check the mask's values, that each row has a valid action, and that the logits
-        hold no NaN (a sync per call); ``None`` follows torch's global ``Distribution`` validation default.
+    :param validate_args: check the mask's values, that each row has a valid action, that the logits give some
+        valid action a finite value and hold no NaN (a sync per call), and ``log_prob``'s argument; ``None``
+        follows :func:`set_mask_checks` (not torch's global validation switch)
+    :raises ValueError: on a bad mask or bad logits, naming the row
     """
 
     def __init__(self, logits: torch.Tensor, mask: MaskLike | None = None, validate_args: bool | None = None):
         self.mask: torch.Tensor | None = None
+        validate = _validation_enabled(validate_args)
         if mask is None:
-            super().__init__(logits=logits, validate_args=validate_args)
+            super().__init__(logits=logits, validate_args=validate)
             return
         if logits.dim() < 1:
             raise ValueError("logits must have at least one dimension")
-        validate = _validation_enabled(validate_args)
         self.mask = as_bool_mask(mask, logits, validate=validate)
-        # log_softmax, not Categorical's ``logits - logits.logsumexp(-1)``: on CPU the exp inside logsumexp
-        # (forward and backward) is ~50x slower on the underflowing masked entries; softmax kernels are not.
-        self.logits = torch.log_softmax(torch.where(self.mask, logits, torch.finfo(logits.dtype).min), dim=-1)
-        if self.logits.dtype == torch.float16:
-            # float16's range is so small that ``min - logsumexp`` can round to -inf; keep it finite
-            # so log-probs and gradients never see inf * 0.
-            self.logits = self.logits.clamp(min=torch.finfo(torch.float16).min)
-        # The rest of what Categorical.__init__ does for logits, without normalising a second time and without
-        # its NaN check (a slow bool reduction), replaced by the one-sum check below.
+        self._init_normalized(masked_log_softmax(logits, self.mask), checked=validate)
+        if validate:
+            raise_if_not_a_number(self.logits, logits, self.mask, "action")
+
+    def _init_normalized(self, normalized: torch.Tensor, checked: bool) -> None:
+        # What Categorical.__init__ does for logits, without normalising a second time and without its NaN check
+        # (a slow bool reduction; raise_if_not_a_number does it in one sum).
+        self.logits = normalized
         self._param = self.logits
         self._num_events = self.logits.size(-1)
+        #: every row is known to hold probability only at valid actions (the checks ran and passed)
+        self._rows_checked = checked
         Distribution.__init__(self, self.logits.size()[:-1], validate_args=False)
-        self._validate_args = validate  # log_prob still checks its argument, as torch's Categorical does
-        # Normalised logits are <= 0 and a NaN (or +inf) at a valid action turns its whole row NaN,
-        # so the sum is NaN exactly when the logits of some valid action were not a number.
-        if validate and bool(self.logits.detach().sum().isnan()):
-            raise ValueError(f"logits of shape {tuple(logits.shape)} hold NaN or +inf at a valid action")
+        self._validate_args = checked  # log_prob still checks its argument, as torch's Categorical does
+
+    @lazy_property
+    def probs(self) -> torch.Tensor:
+        probs = torch.softmax(self.logits, dim=-1)
+        if self.mask is not None and not getattr(self, "_rows_checked", True):
+            # Unchecked rows may have no valid action (all finfo.min: softmax would make them uniform over
+            # invalid actions) or NaN: give masked actions nothing, so sampling such a row raises instead.
+            probs = torch.where(self.mask, probs, torch.zeros((), dtype=probs.dtype, device=probs.device))
+        return probs
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
         if self.logits.dtype != torch.float16:
@@ -123,7 +217,141 @@ class MaskedCategorical(Categorical):
         return samples_2d.reshape(self._extended_shape(sample_shape))
 
 
-class MaskedMultiCategorical(Distribution):
+def _clamp_joint(log_prob: torch.Tensor) -> torch.Tensor:
+    # Each invalid part contributes finfo.min; two of them would sum to -inf. The joint stays finite.
+    return log_prob.clamp(min=torch.finfo(log_prob.dtype).min)
+
+
+class _IndependentMaskedCategoricals(Distribution):
+    """Independent masked categoricals along the second-to-last dimension of ``(*batch, k, width)`` logits.
+
+    The base of :class:`MaskedMultiCategorical` and :class:`MaskedBernoulli`: one batched
+    :class:`MaskedCategorical` does the work of ``k`` separate ones (sb3-contrib builds ``k`` objects per call,
+    which is what makes wide ``MultiBinary`` spaces slow there).
+    """
+
+    arg_constraints = {}
+    has_enumerate_support = False
+    #: what one sub-distribution chooses, for error messages
+    part_name = "sub-action"
+
+    def _init_parts(self, logits: torch.Tensor, mask: torch.Tensor | None, nvec: Sequence[int], validate: bool) -> None:
+        """Build the batched categorical from padded ``(*batch, k, width)`` logits and mask.
+
+        :param logits: padded logits
+        :param mask: padded bool mask (padding is ``False``), or ``None`` when every entry is valid
+        :param nvec: number of choices of each part
+        :param validate: run the checks (the mask's values were checked by the caller)
+        """
+        self.nvec = [int(n) for n in nvec]
+        self._categorical = MaskedCategorical.__new__(MaskedCategorical)
+        self._categorical.mask = mask
+        if mask is not None and validate:
+            self._raise_if_empty_parts(mask)
+        normalized = masked_log_softmax(logits, mask)
+        self._categorical._init_normalized(normalized, checked=validate)
+        if validate:
+            self._raise_if_not_a_number(normalized, logits, mask)
+        super().__init__(batch_shape=logits.shape[:-2], event_shape=(len(self.nvec),), validate_args=False)
+        self._validate_args = validate
+
+    def _raise_if_empty_parts(self, mask: torch.Tensor) -> None:
+        if _fast_mask_check(mask, check_rows=True):
+            return
+        empty = (~mask.any(dim=-1)).nonzero()
+        *row, part = empty[0].tolist()
+        where = f" in batch row {_row_name(row)}" if row else ""
+        raise ValueError(f"mask has no valid choice for {self.part_name} {part}{where} ({len(empty)} such rows)")
+
+    def _raise_if_not_a_number(self, normalized: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor | None) -> None:
+        if not bool(normalized.detach().sum().isnan()):
+            return
+        *row, part = normalized.detach().isnan().any(dim=-1).nonzero()[0].tolist()
+        where = f"{self.part_name} {part}" + (f" in batch row {_row_name(row)}" if row else "")
+        valid = mask[(*row, part)] if mask is not None else torch.ones_like(logits[(*row, part)], dtype=torch.bool)
+        if not bool((logits.detach()[(*row, part)][valid] != float("-inf")).any()):
+            raise ValueError(f"no valid choice has a finite logit for {where} (all valid logits are -inf)")
+        raise ValueError(f"logits hold NaN or +inf at a valid choice of {where}")
+
+    @property
+    def support(self) -> constraints.Constraint:
+        return constraints.independent(constraints.integer_interval(0, max(self.nvec) - 1), 1)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """Padded per-part probabilities ``(*batch, k, width)``; exactly 0 at invalid and padding entries."""
+        return self._categorical.probs
+
+    def _parts_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value.shape[-1:] != (len(self.nvec),):
+            raise ValueError(f"values have shape {tuple(value.shape)}, expected (*batch, {len(self.nvec)})")
+        if self._validate_args:
+            limits = torch.as_tensor(self.nvec, device=value.device)
+            bad = (value < 0) | (value >= limits)
+            if value.is_floating_point():
+                bad |= value != value.round()
+            if bool(bad.any()):
+                index = bad.nonzero()[0].tolist()
+                raise ValueError(
+                    f"{self.part_name} value {value[tuple(index)].item()} at index {tuple(index)} is not in "
+                    f"[0, {self.nvec[index[-1]]})"
+                )
+        # Unchecked, an index past the padded width still makes gather raise; one inside the padding reads finfo.min.
+        index, log_pmf = torch.broadcast_tensors(value.long().unsqueeze(-1), self._categorical.logits)
+        return log_pmf.gather(-1, index[..., :1]).squeeze(-1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability ``(*batch,)``: the sum over parts, never below ``finfo.min``.
+
+        :param value: ``(*batch, k)`` choices (any numeric dtype holding whole numbers)
+        """
+        return _clamp_joint(self._parts_log_prob(value).sum(-1))
+
+    def entropy(self) -> torch.Tensor:
+        return self._categorical.entropy().sum(-1)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self._categorical.mode
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        return self._categorical.sample(sample_shape)
+
+    @property
+    def distributions(self) -> list[MaskedCategorical]:
+        """One distribution per part, built on demand (the batched one does the work of sampling and scoring)."""
+        parent = self._categorical
+        parts = []
+        for part, n in enumerate(self.nvec):
+            logits = parent.logits[..., part, :n]
+            mask = None if parent.mask is None else parent.mask[..., part, :n]
+            # Already normalised, so building from them is exact; the parent ran the checks.
+            parts.append(MaskedCategorical(logits, mask, validate_args=False))
+        return parts
+
+    def __iter__(self) -> Iterator[MaskedCategorical]:
+        """The per-part distributions, as SB3's ``kl_divergence`` iterates a ``MultiCategoricalDistribution``."""
+        return iter(self.distributions)
+
+
+@register_kl(_IndependentMaskedCategoricals, _IndependentMaskedCategoricals)
+def _kl_independent_masked(p: _IndependentMaskedCategoricals, q: _IndependentMaskedCategoricals) -> torch.Tensor:
+    if p.nvec != q.nvec:
+        raise ValueError(f"KL between distributions of different spaces: {p.nvec} vs {q.nvec}")
+    return kl_divergence(p._categorical, q._categorical).sum(-1)
+
+
+def _pad_index(nvec: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each padded entry ``(k, width)`` reads from the flat layout, and which padded entries are real."""
+    width = max(nvec)
+    starts = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+    columns = np.arange(width)
+    real = columns[None, :] < np.asarray(nvec)[:, None]
+    index = np.where(real, starts[:, None] + columns[None, :], 0)
+    return torch.as_tensor(index, device=device), torch.as_tensor(real, device=device)
+
+
+class MaskedMultiCategorical(_IndependentMaskedCategoricals):
     """Independent masked categoricals, one per ``MultiDiscrete`` sub-action.
 
     Logits and mask use sb3-contrib's flat layout: the sub-actions' entries are concatenated along
@@ -135,9 +363,6 @@ class MaskedMultiCategorical(Distribution):
     :param validate_args: as for :class:`MaskedCategorical`
     """
 
-    arg_constraints = {}
-    has_enumerate_support = False
-
     def __init__(
         self,
         logits: torch.Tensor,
@@ -145,42 +370,83 @@ class MaskedMultiCategorical(Distribution):
         mask: MaskLike | None = None,
         validate_args: bool | None = None,
     ):
-        self.nvec = [int(n) for n in nvec]
-        total = sum(self.nvec)
-        if logits.shape[-1] != total:
-            raise ValueError(f"logits last dimension is {logits.shape[-1]}, expected sum(nvec) = {total}")
-        self.mask: torch.Tensor | None = None
-        logit_parts = torch.split(logits, self.nvec, dim=-1)
-        if mask is None:
-            mask_parts: Sequence[torch.Tensor | None] = [None] * len(self.nvec)
+        nvec = [int(n) for n in nvec]
+        total = sum(nvec)
+        if logits.dim() < 1 or logits.shape[-1] != total:
+            raise ValueError(f"logits have shape {tuple(logits.shape)}, expected (*batch, sum(nvec) = {total})")
+        validate = _validation_enabled(validate_args)
+        #: the flat bool mask, as given (``None``: all valid)
+        self.mask = None if mask is None else as_bool_mask(mask, logits, validate=validate, check_rows=False)
+        if len(set(nvec)) == 1:
+            # Equal sizes (MultiBinary-like spaces, grids of cells): a view, no padding.
+            padded_logits = logits.unflatten(-1, (len(nvec), nvec[0]))
+            padded_mask = None if self.mask is None else self.mask.unflatten(-1, (len(nvec), nvec[0]))
         else:
-            validate = _validation_enabled(validate_args)
-            self.mask = as_bool_mask(mask, logits, validate=validate, check_rows=False)
-            mask_parts = torch.split(self.mask, self.nvec, dim=-1)
-            if validate:
-                for index, part in enumerate(mask_parts):
-                    raise_if_empty_rows(part, f"no valid choice for sub-action {index}")
-        # The flat mask was checked once above; the per-part checks would only repeat it.
-        self.distributions = [
-            MaskedCategorical(part, part_mask, validate_args=False)
-            for part, part_mask in zip(logit_parts, mask_parts, strict=True)
-        ]
-        super().__init__(batch_shape=logits.shape[:-1], event_shape=(len(self.nvec),), validate_args=False)
+            index, real = _pad_index(nvec, logits.device)
+            padded_logits = logits[..., index]
+            flat_mask = self.mask if self.mask is not None else torch.ones_like(logits, dtype=torch.bool)
+            padded_mask = flat_mask[..., index] & real
+        self._init_parts(padded_logits, padded_mask, nvec, validate)
+
+
+class MaskedBernoulli(_IndependentMaskedCategoricals):
+    """Independent masked bits for ``MultiBinary(n)`` actions.
+
+    Each bit has one logit, as in SB3's ``BernoulliDistribution``: ``P(bit = 1) = sigmoid(logit)``, computed as a
+    two-way categorical over ``(0, logit)``. The mask has two entries per bit, in sb3-contrib's flat layout (the
+    one of ``MultiDiscrete([2] * n)``): entry ``2 * i`` says bit ``i`` may be 0, entry ``2 * i + 1`` that it may
+    be 1. ``[1, 1]`` leaves the bit free, ``[1, 0]`` forces 0, ``[0, 1]`` forces 1, ``[0, 0]`` is an error.
+    :func:`bit_mask` builds it from two boolean arrays.
+
+    :param logits: ``(*batch, n)`` logits of the bits being 1
+    :param mask: ``(*batch, 2 * n)`` flat mask; ``None`` means every bit is free
+    :param validate_args: as for :class:`MaskedCategorical`
+    """
+
+    part_name = "bit"
+
+    def __init__(self, logits: torch.Tensor, mask: MaskLike | None = None, validate_args: bool | None = None):
+        if logits.dim() < 1:
+            raise ValueError("logits must have at least one dimension")
+        n_bits = logits.shape[-1]
+        validate = _validation_enabled(validate_args)
+        pair_logits = torch.stack([torch.zeros_like(logits), logits], dim=-1)
+        self.mask = None
+        pair_mask = None
+        if mask is not None:
+            if tuple(mask.shape) != (*logits.shape[:-1], 2 * n_bits):
+                raise ValueError(
+                    f"mask has shape {tuple(mask.shape)}, expected {(*logits.shape[:-1], 2 * n_bits)}: two entries "
+                    "per bit (may be 0, may be 1)"
+                )
+            self.mask = as_bool_mask(mask, pair_logits.flatten(-2), validate=validate, check_rows=False)
+            pair_mask = self.mask.unflatten(-1, (n_bits, 2))
+        self._init_parts(pair_logits, pair_mask, [2] * n_bits, validate)
 
     @property
     def support(self) -> constraints.Constraint:
-        return constraints.independent(constraints.integer_interval(0, max(self.nvec) - 1), 1)
-
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
-        return torch.stack([dist.sample(sample_shape) for dist in self.distributions], dim=-1)
+        return constraints.independent(constraints.boolean, 1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        parts = torch.unbind(value, dim=-1)
-        return torch.stack([d.log_prob(a) for d, a in zip(self.distributions, parts, strict=True)], dim=-1).sum(-1)
+        """Joint log-probability ``(*batch,)`` of the bits ``value`` (``(*batch, n)``, 0/1 of any dtype)."""
+        return super().log_prob(value)
 
-    def entropy(self) -> torch.Tensor:
-        return torch.stack([dist.entropy() for dist in self.distributions], dim=-1).sum(-1)
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
+        return super().sample(sample_shape).to(torch.get_default_dtype())
 
     @property
     def mode(self) -> torch.Tensor:
-        return torch.stack([dist.mode for dist in self.distributions], dim=-1)
+        return super().mode.to(torch.get_default_dtype())
+
+
+def bit_mask(may_be_zero: MaskLike, may_be_one: MaskLike) -> np.ndarray:
+    """The flat ``MultiBinary`` mask (see :class:`MaskedBernoulli`) from two per-bit boolean arrays.
+
+    :param may_be_zero: ``(*batch, n)``, whether each bit may be 0
+    :param may_be_one: ``(*batch, n)``, whether each bit may be 1
+    :return: int8 ``(*batch, 2 * n)``, interleaved ``[zero_0, one_0, zero_1, one_1, ...]``
+    """
+    zero, one = np.asarray(may_be_zero, dtype=bool), np.asarray(may_be_one, dtype=bool)
+    if zero.shape != one.shape:
+        raise ValueError(f"may_be_zero has shape {zero.shape} but may_be_one has shape {one.shape}")
+    return np.stack([zero, one], axis=-1).reshape(*zero.shape[:-1], 2 * zero.shape[-1]).astype(np.int8)

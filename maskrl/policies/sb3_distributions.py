@@ -6,15 +6,26 @@ from typing import TypeVar
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.distributions import CategoricalDistribution, MultiCategoricalDistribution
+from stable_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    MultiCategoricalDistribution,
+)
 from stable_baselines3.common.distributions import Distribution as SB3Distribution
 
-from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical, MaskLike
+from maskrl.policies.distributions import MaskedBernoulli, MaskedCategorical, MaskedMultiCategorical, MaskLike
 
 SelfMaskedCategoricalDistribution = TypeVar("SelfMaskedCategoricalDistribution", bound="MaskedCategoricalDistribution")
 SelfMaskedMultiCategoricalDistribution = TypeVar(
     "SelfMaskedMultiCategoricalDistribution", bound="MaskedMultiCategoricalDistribution"
 )
+SelfMaskedBernoulliDistribution = TypeVar("SelfMaskedBernoulliDistribution", bound="MaskedBernoulliDistribution")
+
+
+def _check_width(action_logits: torch.Tensor, expected: int, what: str) -> None:
+    # SB3's own distributions accept any width and build a distribution over another action space.
+    if action_logits.dim() < 1 or action_logits.shape[-1] != expected:
+        raise ValueError(f"action_logits have shape {tuple(action_logits.shape)}, expected (batch, {expected}) {what}")
 
 
 class _FromParamsWithMask:
@@ -49,6 +60,7 @@ class MaskedCategoricalDistribution(_FromParamsWithMask, CategoricalDistribution
         :param action_logits: logits ``(batch, n)``
         :param action_mask: ``(batch, n)``, 1/True for valid actions; ``None`` means all valid
         """
+        _check_width(action_logits, self.action_dim, "for the action space's n")
         self.distribution = MaskedCategorical(action_logits, action_mask)
         return self
 
@@ -85,7 +97,43 @@ class MaskedMultiCategoricalDistribution(_FromParamsWithMask, MultiCategoricalDi
         return self.distribution.mode
 
 
-MaskedDistribution = MaskedCategoricalDistribution | MaskedMultiCategoricalDistribution
+class MaskedBernoulliDistribution(_FromParamsWithMask, BernoulliDistribution):
+    """SB3 distribution for ``MultiBinary(n)`` actions that accepts a flat mask of two entries per bit.
+
+    The network outputs one logit per bit, as for SB3's ``BernoulliDistribution``; the mask is
+    :class:`~maskrl.policies.distributions.MaskedBernoulli`'s (``2 * n`` entries: bit ``i`` may be 0, may be 1).
+
+    :param action_dims: number of bits
+    """
+
+    distribution: MaskedBernoulli  # type: ignore[assignment]
+
+    def proba_distribution(
+        self: SelfMaskedBernoulliDistribution, action_logits: torch.Tensor, action_mask: MaskLike | None = None
+    ) -> SelfMaskedBernoulliDistribution:
+        """Set the distribution's parameters.
+
+        :param action_logits: ``(batch, n)`` logits of each bit being 1
+        :param action_mask: ``(batch, 2 * n)``, 1/True where a bit may take that value; ``None`` means all free
+        """
+        _check_width(action_logits, self.action_dims, "(one logit per bit)")
+        self.distribution = MaskedBernoulli(action_logits, action_mask)
+        return self
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(actions)
+
+    def entropy(self) -> torch.Tensor:
+        return self.distribution.entropy()
+
+    def sample(self) -> torch.Tensor:
+        return self.distribution.sample()
+
+    def mode(self) -> torch.Tensor:
+        return self.distribution.mode
+
+
+MaskedDistribution = MaskedCategoricalDistribution | MaskedMultiCategoricalDistribution | MaskedBernoulliDistribution
 
 
 def own_actions_log_prob(distribution: SB3Distribution, actions: torch.Tensor) -> torch.Tensor:
@@ -111,7 +159,7 @@ def own_actions_log_prob(distribution: SB3Distribution, actions: torch.Tensor) -
 def make_masked_distribution(action_space: spaces.Space) -> MaskedDistribution:
     """Return the masked SB3 distribution that fits ``action_space``.
 
-    :param action_space: ``Discrete`` or ``MultiDiscrete``
+    :param action_space: ``Discrete``, ``MultiDiscrete`` (1-D) or ``MultiBinary`` (1-D)
     :raises TypeError: for any other action space
     """
     if isinstance(action_space, spaces.Discrete):
@@ -120,4 +168,8 @@ def make_masked_distribution(action_space: spaces.Space) -> MaskedDistribution:
         if action_space.nvec.ndim != 1:
             raise TypeError(f"MultiDiscrete action masks need a 1-D nvec, got shape {action_space.nvec.shape}")
         return MaskedMultiCategoricalDistribution([int(n) for n in action_space.nvec])
-    raise TypeError(f"action masking needs a Discrete or MultiDiscrete action space, got {action_space}")
+    if isinstance(action_space, spaces.MultiBinary):
+        if len(action_space.shape) != 1:
+            raise TypeError(f"MultiBinary action masks need a 1-D space, got shape {action_space.shape}")
+        return MaskedBernoulliDistribution(int(action_space.shape[0]))
+    raise TypeError(f"action masking needs a Discrete, MultiDiscrete or MultiBinary action space, got {action_space}")
