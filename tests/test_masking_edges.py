@@ -83,8 +83,9 @@ def test_valid_actions_without_a_finite_logit_are_an_error_naming_the_row():
         MaskedMultiCategorical(
             torch.cat([torch.zeros(2, 3), logits], -1), [3, 3], torch.cat([torch.ones(2, 3), mask], -1)
         )
-    with pytest.raises(ValueError, match=r"for bit 0 in batch row 0"):
-        MaskedBernoulli(torch.tensor([[-INF]]), torch.tensor([[0, 1]]))
+    # A bit cannot lose all its probability: a forced bit ignores its logit, a free bit with logit -inf is 0.
+    bits = MaskedBernoulli(torch.tensor([[-INF, -INF]]), torch.tensor([[0, 1, 1, 1]]))
+    assert bits.sample().tolist() == [[1.0, 0.0]]
     # The same -inf at a masked action is fine.
     MaskedCategorical(logits, torch.tensor([[1, 1, 1], [0, 0, 1]]))
 

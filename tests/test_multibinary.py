@@ -160,3 +160,22 @@ def test_maskable_ppo_and_maskrl_agree_on_the_same_env():
     model = MaskablePPO("MlpPolicy", env, n_steps=64, seed=0)
     model.learn(256)
     assert sum(env.get_attr("invalid_actions")) == 0
+
+
+def test_train_and_evaluate_a_multibinary_env_from_the_command_line(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    train = [sys.executable, str(root / "train.py"), "--env", "maskrl/ToyMasked-v0", "--env-kwargs"]
+    train += ["action_type=multibinary", "-n", "512", "--log-folder", str(tmp_path), "-v", "0"]
+    subprocess.run(train, check=True, capture_output=True, text=True, timeout=300)
+    (run,) = (tmp_path / "ppo").iterdir()
+    final = json.loads((run / "final_eval.json").read_text())
+    assert final["invalid_action_rate"] == 0.0
+    done = subprocess.run(
+        [sys.executable, str(root / "evaluate.py"), str(run), "-n", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr

@@ -13,9 +13,9 @@ switch, which other libraries (and ``python -O``) turn off; :func:`set_mask_chec
 who want them off. Unchecked, a masked action is still never sampled: rows with no valid action get no
 probability at all, so sampling from them raises instead of choosing an invalid action.
 
-Three distributions share this: :class:`MaskedCategorical` (``Discrete``), :class:`MaskedMultiCategorical`
-(``MultiDiscrete``, sb3-contrib's flat mask layout) and :class:`MaskedBernoulli` (``MultiBinary``, the same
-flat layout with two entries per bit: "may be 0", "may be 1").
+Three distributions follow these rules: :class:`MaskedCategorical` (``Discrete``),
+:class:`MaskedMultiCategorical` (``MultiDiscrete``, sb3-contrib's flat mask layout) and :class:`MaskedBernoulli`
+(``MultiBinary``, the same flat layout with two entries per bit: "may be 0", "may be 1").
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def _clamp_joint(log_prob: torch.Tensor) -> torch.Tensor:
 class _IndependentMaskedCategoricals(Distribution):
     """Independent masked categoricals along the second-to-last dimension of ``(*batch, k, width)`` logits.
 
-    The base of :class:`MaskedMultiCategorical` and :class:`MaskedBernoulli`: one batched
+    The base of :class:`MaskedMultiCategorical`: one batched
     :class:`MaskedCategorical` does the work of ``k`` separate ones (sb3-contrib builds ``k`` objects per call,
     which is what makes wide ``MultiBinary`` spaces slow there).
     """
@@ -389,54 +389,129 @@ class MaskedMultiCategorical(_IndependentMaskedCategoricals):
         self._init_parts(padded_logits, padded_mask, nvec, validate)
 
 
-class MaskedBernoulli(_IndependentMaskedCategoricals):
+class MaskedBernoulli(Distribution):
     """Independent masked bits for ``MultiBinary(n)`` actions.
 
-    Each bit has one logit, as in SB3's ``BernoulliDistribution``: ``P(bit = 1) = sigmoid(logit)``, computed as a
-    two-way categorical over ``(0, logit)``. The mask has two entries per bit, in sb3-contrib's flat layout (the
-    one of ``MultiDiscrete([2] * n)``): entry ``2 * i`` says bit ``i`` may be 0, entry ``2 * i + 1`` that it may
-    be 1. ``[1, 1]`` leaves the bit free, ``[1, 0]`` forces 0, ``[0, 1]`` forces 1, ``[0, 0]`` is an error.
-    :func:`bit_mask` builds it from two boolean arrays.
+    Each bit has one logit, as in SB3's ``BernoulliDistribution``: ``P(bit = 1) = sigmoid(logit)``. The mask has
+    two entries per bit, in sb3-contrib's flat layout (the one of ``MultiDiscrete([2] * n)``): entry ``2 * i`` says
+    bit ``i`` may be 0, entry ``2 * i + 1`` that it may be 1. ``[1, 1]`` leaves the bit free, ``[1, 0]`` forces 0,
+    ``[0, 1]`` forces 1, ``[0, 0]`` is an error. :func:`bit_mask` builds it from two boolean arrays.
+
+    A forced bit's logit is replaced by ``+inf`` or ``-inf`` through ``torch.where``: its value has probability
+    exactly 1, the other exactly 0, it adds nothing to the entropy and its logit gets exactly zero gradient. Bits
+    are handled as one tensor (sb3-contrib builds one categorical object per bit, which is what makes wide
+    ``MultiBinary`` spaces slow there).
 
     :param logits: ``(*batch, n)`` logits of the bits being 1
     :param mask: ``(*batch, 2 * n)`` flat mask; ``None`` means every bit is free
-    :param validate_args: as for :class:`MaskedCategorical`
+    :param validate_args: check the mask's values, that every bit has an allowed value, that the logits of free
+        bits hold no NaN, and ``log_prob``'s argument; ``None`` follows :func:`set_mask_checks`
     """
 
-    part_name = "bit"
+    arg_constraints = {}
+    has_enumerate_support = False
 
     def __init__(self, logits: torch.Tensor, mask: MaskLike | None = None, validate_args: bool | None = None):
-        if logits.dim() < 1:
-            raise ValueError("logits must have at least one dimension")
+        if logits.dim() < 1 or not logits.is_floating_point():
+            raise ValueError(f"logits must be floating point with at least one dimension, got {tuple(logits.shape)}")
         n_bits = logits.shape[-1]
         validate = _validation_enabled(validate_args)
-        pair_logits = torch.stack([torch.zeros_like(logits), logits], dim=-1)
-        self.mask = None
-        pair_mask = None
+        #: the flat bool mask ``(*batch, 2 * n)`` (``None``: every bit free)
+        self.mask: torch.Tensor | None = None
+        #: ``(*batch, n)`` bits whose two values are both allowed (``None``: all)
+        self.free: torch.Tensor | None = None
+        self.logits = logits
+        effective = logits
         if mask is not None:
-            if tuple(mask.shape) != (*logits.shape[:-1], 2 * n_bits):
+            expected = (*logits.shape[:-1], 2 * n_bits)
+            if tuple(mask.shape) != expected:
                 raise ValueError(
-                    f"mask has shape {tuple(mask.shape)}, expected {(*logits.shape[:-1], 2 * n_bits)}: two entries "
-                    "per bit (may be 0, may be 1)"
+                    f"mask has shape {tuple(mask.shape)}, expected {expected}: two entries per bit (may be 0, may be 1)"
                 )
-            self.mask = as_bool_mask(mask, pair_logits.flatten(-2), validate=validate, check_rows=False)
-            pair_mask = self.mask.unflatten(-1, (n_bits, 2))
-        self._init_parts(pair_logits, pair_mask, [2] * n_bits, validate)
+            if not isinstance(mask, torch.Tensor) or mask.device != logits.device:
+                mask = torch.as_tensor(mask, device=logits.device)
+            # For byte masks one reduction over the pairs answers both checks: every pair's max byte is 1 exactly
+            # when all values are 0/1 and every bit allows a value.
+            checked = validate and _fast_mask_check(mask.unflatten(-1, (n_bits, 2)), check_rows=True)
+            reference = logits.new_empty(()).expand(expected)
+            self.mask = as_bool_mask(mask, reference, validate=validate and not checked, check_rows=False)
+            pairs = self.mask.unflatten(-1, (n_bits, 2))
+            if validate and not checked and not _fast_mask_check(pairs, check_rows=True):
+                *row, bit = (~pairs.any(dim=-1)).nonzero()[0].tolist()
+                count = int((~pairs.any(dim=-1)).sum())
+                where = f" in batch row {_row_name(row)}" if row else ""
+                raise ValueError(f"mask has no valid choice for bit {bit}{where} ({count} such rows)")
+            may_be_zero, may_be_one = pairs[..., 0], pairs[..., 1]
+            self.free = may_be_zero & may_be_one
+            forced = torch.where(may_be_one, float("inf"), float("-inf")).to(logits.dtype)
+            effective = torch.where(self.free, logits, forced)
+            if not validate:
+                # Unchecked, a bit may allow neither value: NaN makes sampling it raise instead of choosing one.
+                effective = torch.where(may_be_zero | may_be_one, effective, torch.nan)
+        #: logits with forced bits at +-inf
+        self.effective_logits = effective
+        #: ``(*batch, n)`` probability of each bit being 1; exactly 0 or 1 for forced bits
+        self.probs_one = torch.sigmoid(effective)
+        if validate and bool(self.probs_one.detach().sum().isnan()):
+            *row, bit = self.probs_one.detach().isnan().nonzero()[0].tolist()
+            where = f" in batch row {_row_name(row)}" if row else ""
+            raise ValueError(f"logits hold NaN for bit {bit}{where}")
+        super().__init__(batch_shape=logits.shape[:-1], event_shape=(n_bits,), validate_args=False)
+        self._validate_args = validate
 
     @property
     def support(self) -> constraints.Constraint:
         return constraints.independent(constraints.boolean, 1)
 
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """Joint log-probability ``(*batch,)`` of the bits ``value`` (``(*batch, n)``, 0/1 of any dtype)."""
-        return super().log_prob(value)
+    @property
+    def probs(self) -> torch.Tensor:
+        """``(*batch, n, 2)`` probabilities of each bit being 0 and being 1."""
+        return torch.stack([1 - self.probs_one, self.probs_one], dim=-1)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008
-        return super().sample(sample_shape).to(torch.get_default_dtype())
+        """Bits ``(*sample_shape, *batch, n)`` as floats (SB3's ``MultiBinary`` convention)."""
+        with torch.no_grad():
+            return torch.bernoulli(self.probs_one.expand(self._extended_shape(torch.Size(sample_shape))))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Joint log-probability ``(*batch,)`` of the bits ``value`` (``(*batch, n)``, 0/1 of any dtype).
+
+        A forbidden value gives the dtype's most negative finite value, however many bits took one.
+        """
+        if self._validate_args and bool(((value != 0) & (value != 1)).any()):
+            raise ValueError(f"bit values must be 0 or 1, got {value[(value != 0) & (value != 1)][0].item()!r}")
+        # log P(bit = a) = logsigmoid(logit) for a = 1 and logsigmoid(-logit) for a = 0: one logsigmoid of
+        # (2a - 1) * logit, which never multiplies an infinite logit by 0.
+        sign = value.to(self.effective_logits.dtype) * 2 - 1
+        finfo_min = torch.finfo(self.effective_logits.dtype).min
+        per_bit = torch.nn.functional.logsigmoid(sign * self.effective_logits).clamp(min=finfo_min)
+        return _clamp_joint(per_bit.sum(-1))
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy ``(*batch,)``: the sum over free bits (forced bits have none)."""
+        # Forced bits get logit 0 here (and 0 entropy below), so no infinity reaches the formula or its gradient;
+        # the clamp keeps an infinite free logit from making 0 * inf (its entropy is 0 to float precision anyway).
+        logits = self.logits if self.free is None else torch.where(self.free, self.logits, 0.0)
+        logits = logits.clamp(-60.0, 60.0)
+        per_bit = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.sigmoid(logits), reduction="none")
+        if self.free is not None:
+            per_bit = torch.where(self.free, per_bit, 0.0)
+        return per_bit.sum(-1)
 
     @property
     def mode(self) -> torch.Tensor:
-        return super().mode.to(torch.get_default_dtype())
+        """Most likely allowed value of each bit, as floats."""
+        return (self.effective_logits > 0).to(self.logits.dtype)
+
+
+@register_kl(MaskedBernoulli, MaskedBernoulli)
+def _kl_masked_bernoulli(p: MaskedBernoulli, q: MaskedBernoulli) -> torch.Tensor:
+    logsigmoid = torch.nn.functional.logsigmoid
+    one, zero = p.probs_one, 1 - p.probs_one
+    # 0 * log(0 / x) = 0; x * log(x / 0) = inf (a value p allows and q forbids).
+    term_one = torch.where(one > 0, one * (logsigmoid(p.effective_logits) - logsigmoid(q.effective_logits)), 0.0)
+    term_zero = torch.where(zero > 0, zero * (logsigmoid(-p.effective_logits) - logsigmoid(-q.effective_logits)), 0.0)
+    return (term_one + term_zero).sum(-1)
 
 
 def bit_mask(may_be_zero: MaskLike, may_be_one: MaskLike) -> np.ndarray:
