@@ -68,20 +68,35 @@ def random_herd_return(n_episodes: int = 20, seed: int = 100) -> float:
 # ``broken=True`` trains the same configuration with the masking the check guards switched off.
 
 
+def with_sampled_invalid_rate(results: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """``results`` plus the invalid-action rate of episodes played with sampled (not greedy) actions.
+
+    On Kart the greedy action of a trained policy is "accelerate", which is always valid, so a greedy evaluation
+    cannot tell a broken mask from a working one; sampling reaches every action the policy gives probability to.
+    """
+    return {**results, "sampled_invalid_action_rate": sampled["invalid_action_rate"]}
+
+
 def train_kart_ppo(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
     env = make_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=not broken)
     policy = "MlpPolicy" if broken else MaskedActorCriticPolicy
     model = PPO(policy, env, seed=seed, policy_kwargs=dict(net_arch=[64, 64]), **PPO_KWARGS)
     model.learn(12_000)
-    return evaluate_model(model, "ppo_nomask" if broken else "ppo", KART, ONE_LAP, n_episodes=10, seed=100)
+    algo = "ppo_nomask" if broken else "ppo"
+    greedy = evaluate_model(model, algo, KART, ONE_LAP, n_episodes=10, seed=100)
+    sampled = evaluate_model(model, algo, KART, ONE_LAP, n_episodes=5, seed=100, deterministic=False)
+    return with_sampled_invalid_rate(greedy, sampled)
 
 
 def train_kart_maskable_ppo(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
     env = make_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=False)
-    algo = PPO if broken else MaskablePPO
-    model = algo("MlpPolicy", env, seed=seed, **PPO_KWARGS)
+    algo_class = PPO if broken else MaskablePPO
+    model = algo_class("MlpPolicy", env, seed=seed, **PPO_KWARGS)
     model.learn(4_000)
-    return evaluate_model(model, "ppo_nomask" if broken else "maskable_ppo", KART, ONE_LAP, n_episodes=3, seed=100)
+    algo = "ppo_nomask" if broken else "maskable_ppo"
+    greedy = evaluate_model(model, algo, KART, ONE_LAP, n_episodes=3, seed=100)
+    sampled = evaluate_model(model, algo, KART, ONE_LAP, n_episodes=3, seed=100, deterministic=False)
+    return with_sampled_invalid_rate(greedy, sampled)
 
 
 def train_panda_grid_attention(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
@@ -134,14 +149,21 @@ HERD_STEPS = 80_000
 def test_unchanged_ppo_with_masked_policy_learns_kart() -> None:
     results = train_kart_ppo()
     random_return = random_valid_return()
-    # Random driving barely finishes the lap (~1.0); even "always accelerate" is worth several times that.
+    # Random driving scores 1.05; even "always accelerate" is worth several times that. Measured with
+    # learning_spread.py: seeds 0-4 on native and scalar kernels all reach 5.0 greedily (sampled: 4.5-4.7), so the
+    # threshold 2.5 x random = 2.6 has a wide margin. A plain PPO that never sees the mask (broken=True) also reaches
+    # 5.0 greedily, but its sampled actions are 12-18% invalid (seeds 0-2): the sampled rate is what catches it.
     assert results["return_mean"] > 2.5 * random_return, (results["return_mean"], random_return)
     assert results["invalid_action_rate"] == 0.0
+    assert results["sampled_invalid_action_rate"] == 0.0
 
 
 def test_maskable_ppo_trains_on_kart_through_action_masks() -> None:
     results = train_kart_maskable_ppo()
+    # Seeds 0-4, native and scalar kernels: 5.33 greedily, no invalid action. Plain PPO without masks at this budget
+    # samples 41-53% invalid actions (seeds 0-2) and one seed in five also picks one greedily.
     assert results["invalid_action_rate"] == 0.0
+    assert results["sampled_invalid_action_rate"] == 0.0
     assert results["return_mean"] > random_valid_return()
 
 
@@ -158,6 +180,10 @@ def test_ppo_with_masked_entity_attention_learns_panda_grid() -> None:
 def test_gridnet_ppo_learns_the_panda_herd() -> None:
     results = train_herd_gridnet()
     random_return = random_herd_return()
-    # Random pandas are caught within a few steps (about -2.9); here the herd eats and escapes.
-    assert results["return_mean"] > random_return + 2.0, (results["return_mean"], random_return)
+    # Random pandas score -2.9. Measured with learning_spread.py (one torch thread, 80k steps, the herd study's
+    # network): seeds 0-4 on native AVX-512 kernels 5.50-8.90, seeds 0-1 on scalar kernels 4.55 and 7.60; with the
+    # agent mask ignored (broken=True) seeds 0-1 gave -0.50 and -2.30 (the herd study: -0.45 to -1.15). The
+    # threshold, random + 5 = 2.1, is 2.4 below the weakest correct run and 2.6 above the best broken one. (The
+    # previous 61k-step configuration with a smaller network passed on seed 0 only: seeds 1-3 gave -1.4 to -3.1.)
+    assert results["return_mean"] > random_return + 5.0, (results["return_mean"], random_return)
     assert results["invalid_action_rate"] == 0.0
