@@ -65,7 +65,23 @@ class MaskedCategoricalDistribution(_FromParamsWithMask, CategoricalDistribution
         return self
 
 
-class MaskedMultiCategoricalDistribution(_FromParamsWithMask, MultiCategoricalDistribution):
+class _JointDistribution:
+    """The SB3 methods for a torch distribution over a whole action vector (SB3's own sum over parts or iterate)."""
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(actions)  # type: ignore[attr-defined]
+
+    def entropy(self) -> torch.Tensor:
+        return self.distribution.entropy()  # type: ignore[attr-defined]
+
+    def sample(self) -> torch.Tensor:
+        return self.distribution.sample()  # type: ignore[attr-defined]
+
+    def mode(self) -> torch.Tensor:
+        return self.distribution.mode  # type: ignore[attr-defined]
+
+
+class MaskedMultiCategoricalDistribution(_JointDistribution, _FromParamsWithMask, MultiCategoricalDistribution):
     """SB3 distribution for ``MultiDiscrete`` actions that accepts a flat action mask.
 
     :param action_dims: number of choices of each sub-action
@@ -84,20 +100,8 @@ class MaskedMultiCategoricalDistribution(_FromParamsWithMask, MultiCategoricalDi
         self.distribution = MaskedMultiCategorical(action_logits, self.action_dims, action_mask)
         return self
 
-    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.distribution.log_prob(actions)
 
-    def entropy(self) -> torch.Tensor:
-        return self.distribution.entropy()
-
-    def sample(self) -> torch.Tensor:
-        return self.distribution.sample()
-
-    def mode(self) -> torch.Tensor:
-        return self.distribution.mode
-
-
-class MaskedBernoulliDistribution(_FromParamsWithMask, BernoulliDistribution):
+class MaskedBernoulliDistribution(_JointDistribution, _FromParamsWithMask, BernoulliDistribution):
     """SB3 distribution for ``MultiBinary(n)`` actions that accepts a flat mask of two entries per bit.
 
     The network outputs one logit per bit, as for SB3's ``BernoulliDistribution``; the mask is
@@ -119,18 +123,6 @@ class MaskedBernoulliDistribution(_FromParamsWithMask, BernoulliDistribution):
         _check_width(action_logits, self.action_dims, "(one logit per bit)")
         self.distribution = MaskedBernoulli(action_logits, action_mask)
         return self
-
-    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        return self.distribution.log_prob(actions)
-
-    def entropy(self) -> torch.Tensor:
-        return self.distribution.entropy()
-
-    def sample(self) -> torch.Tensor:
-        return self.distribution.sample()
-
-    def mode(self) -> torch.Tensor:
-        return self.distribution.mode
 
 
 MaskedDistribution = MaskedCategoricalDistribution | MaskedMultiCategoricalDistribution | MaskedBernoulliDistribution
