@@ -226,7 +226,7 @@ def test_key_value_parsing() -> None:
     ("argv", "needles"),
     [
         (["--env", "Nope-v0"], ["unknown env 'Nope-v0'"]),
-        (["--algo", "dqn"], ["invalid choice: 'dqn'"]),
+        (["--algo", "nope"], ["invalid choice: 'nope'"]),
         (["--env-kwargs", "n_laps"], ["--env-kwargs expects key=value"]),
         (["--env-kwargs", "=3"], ["--env-kwargs expects key=value"]),
         (["--env-kwargs", "n_laps=[1"], ["cannot parse value"]),
@@ -247,11 +247,46 @@ def test_key_value_parsing() -> None:
         (["--n-envs", "0"], ["expected a positive integer"]),
         (["--n-envs", "-1"], ["expected a positive integer"]),
         (["--eval-episodes", "0"], ["expected a positive integer"]),
+        (["-n", "1.5"], ["expected a positive integer, got '1.5'"]),
+        (["--seed", "-1"], ["argument --seed: expected an integer from 0 to 2147483647, got '-1'"]),
+        (["--seed", "abc"], ["argument --seed"]),
+        (["--device", "tpu"], ["argument --device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"]),
+        (["--device", "meta"], ["argument --device"]),
+        (["--env", "Kart-v0"], ["unknown env 'Kart-v0': did you mean 'maskrl/Kart-v0'?", "--list"]),
+        (["--env", "nope:Foo-v0"], ["unknown env 'nope:Foo-v0'", "No module named 'nope'"]),
+        (["--env", "CartPole-v1"], ["--algo ppo needs action masks, but CartPole-v1 has none", "ppo_nomask"]),
+        (
+            ["--env", "Pendulum-v1"],
+            ["--algo ppo masks its actions, which needs a Discrete, MultiDiscrete or MultiBinary", "ppo_nomask"],
+        ),
+        (["--algo", "maskable_ppo", "--env", "CartPole-v1"], ["--algo maskable_ppo needs action masks"]),
+        (
+            ["--algo", "ppo_contrastive", "--env", "maskrl/PandaGrid-v0"],
+            ["cannot train on maskrl/PandaGrid-v0", "one 'observation' key"],
+        ),
+        (["--algo", "dqn", "--env", "maskrl/PandaHerd-v0"], ["needs a Discrete action space", "MultiDiscrete"]),
+        (
+            ["--algo", "ppo_naive", "--env", "maskrl/PandaHerd-v0", "--env-kwargs", "flat_action_mask=false"],
+            ["--algo ppo_naive reads flat action masks", "shape (5, 8, 8)", "use --algo ppo or a2c"],
+        ),
+        (
+            ["--hyperparams", "policy=sb3_contrib.ppo_recurrent.policies:MlpLstmPolicy"],
+            ["the policy RecurrentActorCriticPolicy cannot act for PPO"],
+        ),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("-") else None,
 )
 def test_train_bad_arguments(argv, needles, tmp_path: Path, capsys) -> None:
     train_error(argv, tmp_path, capsys, *needles)
+
+
+def test_train_error_about_the_yaml_file_does_not_blame_the_command_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    # A YAML section the algo refuses (here made up: the shipped files build every algo they name).
+    import maskrl.train
+
+    monkeypatch.setattr(maskrl.train, "load_hyperparams", lambda env, algo, path=None: {"n_steps": 64, "batch_size": 0})
+    line = train_error([], tmp_path, capsys, "--algo ppo cannot train on maskrl/Kart-v0 with the hyperparameters of")
+    assert "Kart-v0.yml (section ppo)" in line and "bad hyperparameters" not in line
 
 
 @pytest.mark.parametrize(
@@ -358,7 +393,7 @@ def test_evaluate_zip_that_is_not_an_sb3_model(kind: str, kart_model: Path, tmp_
     [
         (["--env", "maskrl/PandaGrid-v0"], "the model expects observations"),
         (["--env", "maskrl/Kart-v0", "--env-kwargs", "n_item_types=8"], "the model expects observations"),
-        (["--env", "CartPole-v1"], "CartPole-v1 has neither an 'action_mask' observation key"),
+        (["--env", "CartPole-v1"], "CartPole-v1 has no action masks"),
     ],
     ids=["PandaGrid", "Kart-more-items", "CartPole"],
 )
@@ -371,13 +406,31 @@ def test_evaluate_model_of_another_env(env_args, needle, kart_model: Path, capsy
     [
         ([], ["pass --algo and --env"]),
         (["--algo", "ppo", "--env", "Nope-v0"], ["unknown env 'Nope-v0'"]),
-        (["--algo", "dqn", "--env", "maskrl/Kart-v0"], ["invalid choice: 'dqn'"]),
+        (["--algo", "nope", "--env", "maskrl/Kart-v0"], ["invalid choice: 'nope'"]),
         ([*KART, "--env-kwargs", "n_laps=0"], ["n_laps must be >= 1"]),
         ([*KART, "--env-kwargs", "n_laps"], ["--env-kwargs expects key=value"]),
         ([*KART, "-n", "0"], ["expected a positive integer"]),
         ([*KART, "--video", "x.gif", "--render", "ansi"], ["--video and --render"]),
+        ([*KART, "--seed", "-1"], ["argument --seed: expected an integer from 0"]),
+        ([*KART, "--device", "tpu"], ["argument --device: expected auto, cpu, cuda, cuda:N or mps, got 'tpu'"]),
+        ([*KART, "--video", "x"], ["--video writes .gif files", "'x'"]),
+        ([*KART, "--video", "x.avi"], ["--video writes .gif files", "x.avi"]),
+        ([*KART, "--env", "Kart-v0"], ["unknown env 'Kart-v0': did you mean 'maskrl/Kart-v0'?"]),
     ],
-    ids=["no-algo-env", "unknown-env", "unknown-algo", "bad-env-kwarg", "no-equals", "zero-episodes", "video+render"],
+    ids=[
+        "no-algo-env",
+        "unknown-env",
+        "unknown-algo",
+        "bad-env-kwarg",
+        "no-equals",
+        "zero-episodes",
+        "video+render",
+        "seed-minus-1",
+        "device-tpu",
+        "video-no-extension",
+        "video-avi",
+        "env-without-namespace",
+    ],
 )
 def test_evaluate_bad_arguments(argv, needles, kart_model: Path, capsys) -> None:
     assert_cli_error(evaluate_main, [str(kart_model), *argv], capsys, *needles)
@@ -399,6 +452,17 @@ def test_evaluate_unwritable_json(kart_model: Path, tmp_path: Path, capsys) -> N
     blocker.write_text("")
     argv = [str(kart_model), *KART, "--json", str(blocker / "r.json")]
     assert_cli_error(evaluate_main, argv, capsys, "cannot write", "r.json")
+
+
+def test_evaluate_mp4_without_ffmpeg(kart_model: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("imageio", reason="imageio is a dependency")
+    import importlib.util
+
+    if importlib.util.find_spec("imageio_ffmpeg") or importlib.util.find_spec("av"):
+        pytest.skip("an MP4 plugin is installed here")
+    video = tmp_path / "race.mp4"
+    assert_cli_error(evaluate_main, [str(kart_model), *KART, "--video", str(video)], capsys, "imageio[ffmpeg]")
+    assert not video.exists()
 
 
 def test_evaluate_unwritable_video(kart_model: Path, tmp_path: Path) -> None:

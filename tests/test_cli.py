@@ -122,7 +122,7 @@ def test_evaluate_render_ansi_prints_one_line_per_step(tiny_run: Path, capsys) -
         (train_main, ["--env-kwargs", "n_laps=0"], "n_laps"),
         (train_main, ["--hyperparams", "bogus=1"], "unexpected keyword argument 'bogus'"),
         (train_main, ["-n", "0"], "expected a positive integer"),
-        (train_main, ["--algo", "dqn"], "invalid choice: 'dqn'"),
+        (train_main, ["--algo", "sac"], "invalid choice: 'sac'"),
         (evaluate_main, ["does/not/exist"], "no such model file or run folder"),
     ],
 )

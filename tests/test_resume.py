@@ -19,7 +19,8 @@ from maskrl.agents.checkpoints import Checkpoint, capture_rng_state, list_checkp
 from maskrl.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
-# Rollouts of 2 x 64 steps: checkpoints (every 256 steps) land on rollout boundaries at 256, 512, 768.
+# Rollouts of 2 x 64 steps: checkpoints (every 256 steps) land on rollout boundaries at 256, 512, 768, and a run that
+# completes checkpoints its last step (1024) too.
 TINY = [
     "--env-kwargs",
     "n_laps=1",
@@ -36,7 +37,7 @@ TINY = [
     "--save-freq",
     "256",
     "--keep-checkpoints",
-    "2",
+    "3",
     "--seed",
     "7",
     "-v",
@@ -61,10 +62,12 @@ def _scalars(events: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in accumulator.Scalars(tag)}
 
 
-def test_keeps_the_last_n_checkpoints_each_complete(full_run: Path) -> None:
+def test_keeps_the_last_n_checkpoints_each_complete_the_last_step_included(full_run: Path) -> None:
     folder = full_run / "checkpoints"
-    assert [c.step for c in list_checkpoints(folder)] == [512, 768]
+    assert [c.step for c in list_checkpoints(folder)] == [512, 768, 1024]  # 256 deleted
     assert sorted(p.name for p in folder.iterdir()) == [
+        "model_1024_steps.json",
+        "model_1024_steps.zip",
         "model_512_steps.json",
         "model_512_steps.zip",
         "model_768_steps.json",
@@ -88,12 +91,12 @@ def test_a_crash_mid_write_leaves_the_previous_checkpoint_intact(full_run: Path,
 
     model.save = broken_save  # type: ignore[method-assign]
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(model, folder, 1024, capture_rng_state(), resumes=0)
+        save_checkpoint(model, folder, 1280, capture_rng_state(), resumes=0)
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before, "no temp file, nothing changed"
     assert Checkpoint(folder, 768).read_state()["num_timesteps"] == 768
     # A leftover temp file (as after kill -9 mid-write) is not a checkpoint.
-    (folder / ".model_1024_steps.zip.tmp123").write_bytes(b"PK")
-    assert [c.step for c in list_checkpoints(folder)] == [512, 768]
+    (folder / ".model_1280_steps.zip.tmp123").write_bytes(b"PK")
+    assert [c.step for c in list_checkpoints(folder)] == [512, 768, 1024]
 
 
 def test_resume_skips_a_corrupt_checkpoint_and_continues_the_schedule_and_curves(
@@ -101,8 +104,10 @@ def test_resume_skips_a_corrupt_checkpoint_and_continues_the_schedule_and_curves
 ) -> None:
     run_dir = tmp_path / "run"
     shutil.copytree(full_run, run_dir)
+    # As if it had been killed between its checkpoints at 768 and 1024.
     for name in ("final_model.zip", "final_eval.json"):
         (run_dir / name).unlink()
+    Checkpoint(run_dir / "checkpoints", 1024).delete()
     newest = run_dir / "checkpoints" / "model_768_steps.zip"
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated: resume must fall back to step 512
     old_events = set((run_dir / "tb").glob("events.out.tfevents.*"))

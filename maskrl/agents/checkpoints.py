@@ -14,6 +14,9 @@ same reason. Checkpoints are taken at rollout boundaries (after an update, befor
 where the parameters, the optimizer and the step counter agree, so a resumed run has exactly the length of an
 uninterrupted one.
 
+A run that completes also checkpoints its last step, so that ``train.py --resume RUN -n MORE`` can extend it from
+exactly where it ended. :func:`run_lock` keeps two processes from writing to one run folder at the same time.
+
 The env's state (e.g. the race in progress) cannot be saved in general: a resumed run re-seeds its envs
 deterministically (``seed + resumes * RESEED_STRIDE``) and loses the episodes in progress, so it is reproducible
 but not bit-identical to an uninterrupted run.
@@ -25,6 +28,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import os
 import pickle
 import random
 import re
@@ -50,6 +54,8 @@ MAX_SIDECAR_BYTES = 1 << 20
 #: Env seeds of the ``k``-th resume start at ``seed + k * RESEED_STRIDE``, clear of the seeds of other resumes.
 RESEED_STRIDE = 1_000_003
 _NAME = re.compile(r"^model_(\d+)_steps\.json$")
+#: The lock file of a run folder (see :func:`run_lock`).
+LOCK_FILE = ".lock"
 T = TypeVar("T")
 
 
@@ -220,6 +226,12 @@ class CheckpointCallback(BaseCallback):
     def request_stop(self, signum: int) -> None:
         self.stop_signal = signum
 
+    def save_final(self) -> Checkpoint | None:
+        """Checkpoint the state at the end of training (nothing when checkpoints are disabled or already there)."""
+        if self.save_freq <= 0 or self._last_saved == self.model.num_timesteps:
+            return None
+        return self._save(self.model.num_timesteps, capture_rng_state())
+
     def save_interrupted(self) -> Checkpoint | None:
         """Checkpoint the state at the start of the rollout in progress (nothing if training never started)."""
         return None if self._boundary is None else self._save(*self._boundary)
@@ -257,3 +269,42 @@ def handle_interrupts(callback: CheckpointCallback) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds a run folder's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the duration: training and resuming a run never write to it side by side.
+
+    An advisory ``flock`` on ``run_dir/.lock``, which the operating system releases when the process ends, however
+    it ends (``kill -9`` included), so a stale lock cannot block a run. The holder's pid is written in the file for
+    the error message. Where ``fcntl`` does not exist (Windows), nothing is locked.
+
+    :raises RunInUseError: naming the pid of the process holding the lock
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = Path(run_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            raise RunInUseError(
+                f"another process{f' (pid {holder})' if holder.isdigit() else ''} is using it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released with the descriptor: no pid left behind to mislead anyone
+    finally:
+        os.close(fd)

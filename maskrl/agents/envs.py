@@ -1,19 +1,131 @@
-"""Build the (vectorised) envs an algorithm trains and is evaluated on."""
+"""Build the (vectorised) envs an algorithm trains and is evaluated on.
+
+An env may give its action mask in one of three ways, and :func:`make_env` finds which:
+
+- an ``"action_mask"`` key of a ``Dict`` observation (maskrl's envs, PettingZoo's convention): used as it is;
+- an ``action_masks()`` method (sb3-contrib's convention): put into the observation by ``ActionMasksToObservation``;
+- ``info["action_mask"]`` from ``reset`` and ``step`` (gymnasium's ``Taxi``): put into the observation by
+  ``InfoActionMaskToObservation``.
+
+An env without any mask (``CartPole-v1``, ``Pendulum-v1``, ...) is used as it is by the algorithms that need no mask.
+"""
 
 from __future__ import annotations
 
+import difflib
 import functools
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import maskrl  # noqa: F401 - registers the maskrl/ envs, also inside SubprocVecEnv workers
-from maskrl.envs.wrappers import ACTION_MASK_KEY, ActionMasksToObservation, DropMasks
+from maskrl.envs.wrappers import ACTION_MASK_KEY, ActionMasksToObservation, DropMasks, InfoActionMaskToObservation
 
 VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+#: Where an env's mask comes from (see the module docstring); ``None``: the env has no mask.
+MASK_SOURCES = ("observation", "method", "info")
+#: ``info`` key (set by :class:`MaskStats`) holding how many mask entries were valid when the action was chosen.
+VALID_ACTIONS_KEY = "valid_actions"
+#: Where to read how to give an env masks, for error messages.
+HOW_TO_ADD_MASKS = (
+    "give the env an action_masks() method returning a boolean array (sb3-contrib's convention), or return the mask "
+    f"in info['{ACTION_MASK_KEY}'] from reset() and step(), or put it in a Dict observation under '{ACTION_MASK_KEY}'"
+)
+
+
+class UnknownEnvError(ValueError):
+    """An env id gymnasium does not know (the message suggests close matches)."""
+
+
+class NoMaskError(ValueError):
+    """An env without action masks given to an algorithm that needs them."""
+
+
+@dataclass(frozen=True)
+class EnvDescription:
+    """What an algorithm needs to know about an env before training on it.
+
+    :param observation_space: the env's observation space with the mask in it (when it has one)
+    :param action_space: the env's action space
+    :param mask_source: one of :data:`MASK_SOURCES`, or ``None`` for an env without masks
+    """
+
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    mask_source: str | None
+
+
+def suggest_env_ids(env_id: str, n: int = 3) -> list[str]:
+    """Registered env ids close to ``env_id``, the same name in a namespace first (``Kart-v0``: ``maskrl/Kart-v0``)."""
+    registered = list(gym.envs.registry)
+    wanted = env_id.lower()
+    name = wanted.split("/")[-1]
+    # The same name (or the same name without its version) in another namespace: "Kart-v0", "kart", "maskrl/Kart".
+    same_name = [known for known in registered if name in (_bare(known), _bare(known).rsplit("-v", 1)[0])]
+    if same_name:
+        return sorted(same_name, key=lambda known: (known.split("/")[0] != "maskrl", known))[:n]
+    by_lower = {known.lower(): known for known in registered}
+    return [by_lower[close] for close in difflib.get_close_matches(wanted, list(by_lower), n=n, cutoff=0.75)]
+
+
+def _bare(env_id: str) -> str:
+    return env_id.split("/")[-1].lower()
+
+
+def _gym_make(env_id: str, env_kwargs: dict[str, Any] | None, render_mode: str | None) -> gym.Env:
+    """``gym.make`` with its errors as one-line ``ValueError`` (an unknown id gets the close matches)."""
+    try:
+        with warnings.catch_warnings():
+            # gymnasium warns about outdated versions before raising its own, clearer, error about them.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
+    except gym.error.NameNotFound:
+        suggestions = suggest_env_ids(env_id)
+        hint = f"did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else "no such env"
+        raise UnknownEnvError(f"unknown env '{env_id}': {hint}") from None
+    except (gym.error.Error, ImportError) as error:  # other registry errors (versions, namespaces), module:EnvId
+        raise UnknownEnvError(f"unknown env '{env_id}': {str(error).splitlines()[0]}") from None
+    except TypeError as error:
+        # gymnasium appends the whole kwargs dict to the message; the first clause says it all.
+        raise ValueError(f"bad env kwargs for {env_id}: {str(error).split(' was raised from')[0]}") from None
+
+
+def _mask_source(env: gym.Env) -> str | None:
+    """Where ``env`` gives its mask (one of :data:`MASK_SOURCES`), or ``None``. May reset ``env`` once."""
+    space = env.observation_space
+    if isinstance(space, spaces.Dict) and ACTION_MASK_KEY in space.spaces:
+        return "observation"
+    try:
+        if callable(env.get_wrapper_attr("action_masks")):
+            return "method"
+    except AttributeError:
+        pass
+    # Only reset's info tells whether the env reports its mask there (an unseeded reset: the VecEnv seeds it later).
+    _, info = env.reset()
+    return "info" if isinstance(info, dict) and ACTION_MASK_KEY in info else None
+
+
+def describe_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvDescription:
+    """Make ``env_id`` once to read its spaces and where its mask comes from.
+
+    :raises ValueError: unknown env id (:class:`UnknownEnvError`) or bad env kwargs, in one line
+    """
+    env = _gym_make(env_id, env_kwargs, None)
+    try:
+        source = _mask_source(env)
+        if source == "method":
+            env = ActionMasksToObservation(env)
+        elif source == "info":
+            env = InfoActionMaskToObservation(env)
+        return EnvDescription(env.observation_space, env.action_space, source)
+    finally:
+        env.close()
 
 
 def make_env(
@@ -21,36 +133,34 @@ def make_env(
     env_kwargs: dict[str, Any] | None = None,
     sees_mask: bool = True,
     render_mode: str | None = None,
+    needs_mask: bool | None = None,
 ) -> gym.Env:
     """Make one env in the form an algorithm needs.
 
-    The mask goes into the observation (``ActionMasksToObservation``) for envs that only have
-    ``action_masks()``; algorithms that must not see it get it dropped (``DropMasks``), while
-    ``action_masks()`` stays reachable for MaskablePPO.
+    The mask goes into the observation (``ActionMasksToObservation``, ``InfoActionMaskToObservation``) wherever the env
+    gives it; algorithms that must not see it get it dropped (``DropMasks``), while ``action_masks()`` stays reachable
+    for MaskablePPO. :class:`MaskStats` reports in ``info`` how many actions were valid and whether the one taken was,
+    whatever the algorithm sees. An env without masks is returned as it is, for algorithms that need none.
 
     :param env_id: gymnasium id, e.g. ``maskrl/Kart-v0``
     :param env_kwargs: keyword arguments of the env's constructor
     :param sees_mask: keep the mask in the observation
     :param render_mode: passed to ``gym.make``
+    :param needs_mask: refuse an env without masks (:class:`NoMaskError`); ``None``: the same as ``sees_mask``
     :raises ValueError: unknown env id or bad env kwargs, in one line
     """
-    try:
-        env = gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
-    except gym.error.Error as error:
-        raise ValueError(f"unknown env '{env_id}': {error}") from None
-    except TypeError as error:
-        # gymnasium appends the whole kwargs dict to the message; the first clause says it all.
-        raise ValueError(f"bad env kwargs for {env_id}: {str(error).split(' was raised from')[0]}") from None
-    env = Monitor(env)
-    has_mask_key = isinstance(env.observation_space, spaces.Dict) and ACTION_MASK_KEY in env.observation_space.spaces
-    if not has_mask_key:
-        try:
-            env.get_wrapper_attr("action_masks")
-        except AttributeError:
-            raise ValueError(
-                f"{env_id} has neither an '{ACTION_MASK_KEY}' observation key nor an action_masks() method"
-            ) from None
+    env: gym.Env = Monitor(_gym_make(env_id, env_kwargs, render_mode))
+    source = _mask_source(env)
+    if source is None:
+        if sees_mask if needs_mask is None else needs_mask:
+            env.close()
+            raise NoMaskError(f"{env_id} has no action masks: {HOW_TO_ADD_MASKS}")
+        return env
+    if source == "method":
         env = ActionMasksToObservation(env)
+    elif source == "info":
+        env = InfoActionMaskToObservation(env)
+    env = MaskStats(env)
     if not sees_mask:
         env = DropMasks(env)
     return env
@@ -64,6 +174,7 @@ def make_vec_env(
     env_kwargs: dict[str, Any] | None = None,
     sees_mask: bool = True,
     render_mode: str | None = None,
+    needs_mask: bool | None = None,
 ) -> VecEnv:
     """Make ``n_envs`` copies of :func:`make_env` in a ``DummyVecEnv`` or ``SubprocVecEnv``.
 
@@ -77,11 +188,60 @@ def make_vec_env(
         raise ValueError(f"unknown vec env '{vec_env}'; known: {', '.join(VEC_ENVS)}")
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    make_env(env_id, env_kwargs, sees_mask).close()
+    make_env(env_id, env_kwargs, sees_mask, needs_mask=needs_mask).close()
     # functools.partial of a module-level function pickles by reference: workers import maskrl.
-    env_fn = functools.partial(make_env, env_id, env_kwargs, sees_mask, render_mode)
+    env_fn = functools.partial(make_env, env_id, env_kwargs, sees_mask, render_mode, needs_mask)
     venv = VEC_ENVS[vec_env]([env_fn] * n_envs)
     if seed is not None:
         venv.seed(seed)
         venv.action_space.seed(seed)
     return venv
+
+
+class MaskStats(gym.Wrapper):
+    """Report in each step's ``info`` what the mask allowed, whatever the algorithm above sees.
+
+    - ``info["valid_actions"]``: the number of valid entries of the mask the action was chosen under (for
+      ``MultiDiscrete``, summed over the sub-actions), which ``MaskStatsCallback`` logs for every algorithm;
+    - ``info["invalid_action"]``, when the env does not say it itself: whether the action was invalid under that
+      mask (for a mask that is not flat, e.g. the herd's per-cell one, from the env's ``info["invalid_actions"]``).
+
+    :param env: env whose observation is a ``Dict`` with the mask under ``"action_mask"``
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._mask: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(seed=seed, options=options)
+        self._mask = np.asarray(observation[ACTION_MASK_KEY])
+        return observation, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        mask, self._mask = self._mask, np.asarray(observation[ACTION_MASK_KEY])
+        if mask is not None:
+            info[VALID_ACTIONS_KEY] = int(np.count_nonzero(mask))
+            if "invalid_action" not in info:
+                invalid = _is_invalid(mask, action, self.env.action_space)
+                if invalid is None and "invalid_actions" in info:
+                    invalid = bool(info["invalid_actions"])
+                if invalid is not None:
+                    info["invalid_action"] = invalid
+        return observation, reward, terminated, truncated, info
+
+
+def _is_invalid(mask: np.ndarray, action: Any, action_space: spaces.Space) -> bool | None:
+    """Whether ``action`` is invalid under the flat ``mask`` (sb3-contrib's layout); ``None`` if that cannot be told."""
+    if mask.ndim != 1:
+        return None
+    action = np.asarray(action).reshape(-1)
+    if isinstance(action_space, spaces.Discrete):
+        return not mask[int(action[0]) - int(action_space.start)]
+    if isinstance(action_space, spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+        offsets = np.concatenate(([0], np.cumsum(action_space.nvec)[:-1]))
+        return not mask[offsets + action - action_space.start].all()
+    if isinstance(action_space, spaces.MultiBinary):
+        return not mask[2 * np.arange(action.size) + action.astype(np.int64)].all()
+    return None

@@ -73,6 +73,22 @@ entities and padding slots. The rows of hidden entities and of padding slots are
 carries no information about what the panda cannot see. ``obs["action_mask"]`` is the int8 0/1 validity of every
 action (the same as ``env.action_masks()``).
 
+Blinking: a scene that needs memory
+-----------------------------------
+With ``blink_prob > 0`` the panda blinks: after each step, with probability ``blink_prob``, it sees nothing but
+itself. Every other slot of that observation is hidden (visibility 0, a row of zeros), trees included; in image
+mode every cell but the panda's is fog. The action mask is unchanged (it is about walls and trees next to the
+panda, which it can always feel). The first observation of an episode is never blinked.
+
+This is the "flickering" partial observability of Hausknecht & Stone (2015): the current observation alone no longer
+says where the watermelons are (they stay put until eaten) or where the dragon was last seen, while a policy with
+memory can carry them over the blinks, since the panda's own position is always observed. ``blink_prob=0.5`` blinds
+half the steps. Blinks change only what the panda sees, never the world: the dragon still sees the panda by line of
+sight, and blinks are drawn from their own generator (spawned from the env's), so the same seed and actions give the
+same trajectory as with ``blink_prob=0``. ``hidden_fraction`` counts the blinked steps' hidden entities; the
+``ansi`` render marks a blinked step with ``(blink)`` in its header but, like the ``rgb_array`` one, still draws the
+panda's line of sight; :func:`scripted_action` ignores blinks (it reads the line of sight).
+
 Image observations
 ------------------
 With ``obs_mode="image"`` (registered as ``maskrl/PandaGridImage-v0``) ``obs["observation"]`` is a small uint8
@@ -144,7 +160,7 @@ Arguments
 ``view_radius=None`` (``None`` = unlimited, or a number >= 1), ``dragon_chase_prob=0.75`` (0-1),
 ``max_steps=100`` (>= 1), ``caught_penalty=-1.0``, ``invalid_action_penalty=0.0``, ``obs_mode="entities"``
 (or ``"image"``), ``image_cell_px=3`` (1-32, pixels per cell in image mode), ``image_view="global"`` (or
-``"egocentric"``), ``render_mode=None``
+``"egocentric"``), ``blink_prob=0.0`` (0 to < 1, see "Blinking"), ``render_mode=None``
 (``"ansi"``: a header line and one text row per grid row, ``P W S D T`` for what the panda sees, lower case for
 hidden entities, ``.`` for seen empty cells and ``:`` for unseen ones; ``"rgb_array"``: a uint8 picture of
 32 x 32 pixels per cell, unseen cells shaded, hidden entities greyed and crossed out).
@@ -157,6 +173,7 @@ Version history
   change the default observation. ``maskrl/PandaGridImage-v0`` first drew 3 px per cell (24 x 24), too small for
   SB3's ``NatureCNN``; it now registers ``image_cell_px=5`` (runs made with its YAML, which sets the size, load
   unchanged).
+* v0: the ``blink_prob`` option (default 0, which changes nothing) was added for memory studies.
 """
 
 import functools
@@ -345,6 +362,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         under ``"observation"``); see the module docstring.
     :param image_cell_px: pixels per cell side of the image observation (1-32).
     :param image_view: ``"global"`` (the grid as it is) or ``"egocentric"`` (a window centred on the panda).
+    :param blink_prob: probability that the panda sees nothing but itself in the observation after a step (0 to
+        < 1); see the module docstring's "Blinking".
     :param render_mode: ``None``, ``"ansi"`` or ``"rgb_array"``.
     """
 
@@ -364,6 +383,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         obs_mode: str = "entities",
         image_cell_px: int = 3,
         image_view: str = "global",
+        blink_prob: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
         check_int("size", size, 5, 16)
@@ -389,6 +409,9 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         check_int("image_cell_px", image_cell_px, 1, 32)
         if image_view not in IMAGE_VIEWS:
             raise ValueError(f"image_view must be one of {IMAGE_VIEWS}, got {image_view!r}")
+        check_number("blink_prob", blink_prob)
+        if not 0.0 <= blink_prob < 1.0:
+            raise ValueError(f"blink_prob must be in [0, 1), got {blink_prob}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
 
@@ -404,6 +427,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.obs_mode = obs_mode
         self.image_cell_px = image_cell_px
         self.image_view = image_view
+        self.blink_prob = float(blink_prob)
         self.render_mode = render_mode
 
         self.n_cells = size * size
@@ -471,6 +495,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._last_reward = 0.0
         self._return = 0.0
         self._caught = False
+        self._blinking = False
         self._hidden_sum = 0.0
         self._stats = dict.fromkeys(("watermelons_eaten", "invalid_actions", "dragon_sight_steps"), 0)
 
@@ -499,6 +524,9 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._random_layout()
         self._rbuf = self.np_random.random(_RAND_BUFFER).tolist()
         self._ri = 0
+        if self.blink_prob > 0:
+            # A child generator: blinks draw nothing from the world's random stream (spawning consumes none of it).
+            self._blink_rng = self.np_random.spawn(1)[0]
         self._setup_episode()
         self._needs_reset = False
         self._update_view()
@@ -617,6 +645,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._caught = caught
         terminated = caught
         truncated = not terminated and self._t >= self.max_steps
+        if self.blink_prob > 0:
+            self._blinking = bool(self._blink_rng.random() < self.blink_prob)
         self._update_view()
         obs = self._get_obs()
         n_other = self.tree_slot + len(self._trees) - 1
@@ -689,6 +719,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         ent[self.dragon_slot] = self._dragon
         vis = self._vis[p][ent] & self._present
         vis[0] = True
+        if self._blinking:
+            vis[1:] = False
         self._visible[:] = vis
 
     def action_masks(self) -> np.ndarray:
@@ -716,6 +748,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         """The image observation: one flat colour per cell, fog on every cell the panda does not see."""
         s, px = self.size, self.image_cell_px
         vis = self._vis[self._panda]
+        if self._blinking:
+            vis = np.arange(self.n_cells) == self._panda
         kind = np.where(vis, len(ENTITY_TYPE_NAMES), len(ENTITY_TYPE_NAMES) + 1)  # ground or fog
         for cell, k in self._occupants():  # later occupants are drawn on top
             if vis[cell]:
@@ -757,7 +791,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         header = (
             f"t={self._t} act={'-' if a < 0 else ACTION_NAMES[a]}{'(invalid)' if self._last_invalid else ''} "
             f"r={self._last_reward:+.2f} return={self._return:+.2f} eaten={self._stats['watermelons_eaten']}"
-            f"{' CAUGHT' if self._caught else ''}"
+            f"{' CAUGHT' if self._caught else ''}{' (blink)' if self._blinking else ''}"
         )
         s = self.size
         return "\n".join([header] + ["".join(grid[r * s : (r + 1) * s]) for r in range(s)])

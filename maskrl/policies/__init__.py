@@ -10,6 +10,13 @@ from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategori
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 from maskrl.policies.gridnet import GridNetPolicy
 from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy
+from maskrl.policies.q_policies import (
+    MaskedDQNMultiInputPolicy,
+    MaskedDQNPolicy,
+    MaskedQRDQNMultiInputPolicy,
+    MaskedQRDQNPolicy,
+)
+from maskrl.policies.recurrent import MaskedRecurrentActorCriticPolicy, MaskedRecurrentMultiInputPolicy
 from maskrl.policies.sb3_distributions import (
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
@@ -26,9 +33,15 @@ __all__ = [
     "MaskedActorCriticPolicy",
     "MaskedCategorical",
     "MaskedCategoricalDistribution",
+    "MaskedDQNMultiInputPolicy",
+    "MaskedDQNPolicy",
     "MaskedMultiCategorical",
     "MaskedMultiCategoricalDistribution",
     "MaskedMultiInputPolicy",
+    "MaskedQRDQNMultiInputPolicy",
+    "MaskedQRDQNPolicy",
+    "MaskedRecurrentActorCriticPolicy",
+    "MaskedRecurrentMultiInputPolicy",
     "NaiveMaskedMultiInputPolicy",
     "NaiveMaskedPolicy",
     "SmallCNN",

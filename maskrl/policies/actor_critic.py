@@ -51,7 +51,68 @@ def split_observation_space(
     return spaces.Dict(features)
 
 
-class MaskedActorCriticPolicy(ActorCriticPolicy):
+class MaskedFeaturesMixin:
+    """The features side of the masked actor-critic policies: the extractors are built and run without the mask.
+
+    Shared by :class:`MaskedActorCriticPolicy` and
+    :class:`~maskrl.policies.recurrent.MaskedRecurrentActorCriticPolicy`; put it before the SB3 policy class in the
+    bases and call :meth:`_split_features` at the start of ``__init__``.
+    """
+
+    #: give the features extractor a Dict even when it holds only "observation" (for Dict extractors)
+    keep_dict_features = False
+    #: the policy to suggest for several feature keys, in the error message
+    multi_input_policy_name = "MaskedMultiInputPolicy"
+    features_space: spaces.Space
+    features_extractor_class: type[BaseFeaturesExtractor]
+    features_extractor_kwargs: dict[str, Any]
+    normalize_images: bool
+    share_features_extractor: bool
+    features_extractor: BaseFeaturesExtractor
+    pi_features_extractor: BaseFeaturesExtractor
+    vf_features_extractor: BaseFeaturesExtractor
+    action_space: spaces.Space
+
+    def _split_features(self, observation_space: spaces.Space, action_space: spaces.Space, kwargs: dict) -> None:
+        """Check the spaces and set :attr:`features_space` (the observation without the mask).
+
+        :param kwargs: the keyword arguments the policy was given (for ``features_extractor_class``)
+        :raises ValueError: no or a badly sized mask, or several feature keys for ``FlattenExtractor``
+        """
+        # Needed by make_features_extractor(), which the parent's __init__ calls.
+        self.features_space = split_observation_space(observation_space, action_space, self.keep_dict_features)
+        extractor = kwargs.get("features_extractor_class", FlattenExtractor)
+        if isinstance(self.features_space, spaces.Dict) and extractor is FlattenExtractor:
+            raise ValueError(
+                f"the observation has several feature keys {list(self.features_space.spaces)}: "
+                f"use {self.multi_input_policy_name} or a features extractor for Dict spaces"
+            )
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        # Swap in the masked distribution before the parent builds the action head for it.
+        self.action_dist = make_masked_distribution(self.action_space)
+        super()._build(lr_schedule)  # type: ignore[misc]
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        return self.features_extractor_class(self.features_space, **self.features_extractor_kwargs)
+
+    def _features(self, obs: PyTorchObs, extractor: BaseFeaturesExtractor) -> torch.Tensor:
+        assert isinstance(obs, dict), f"masked policies take Dict observations, got {type(obs)}"
+        if isinstance(self.features_space, spaces.Dict):
+            inputs: PyTorchObs = {key: value for key, value in obs.items() if key != ACTION_MASK_KEY}
+        else:
+            inputs = obs["observation"]
+        return extractor(preprocess_obs(inputs, self.features_space, normalize_images=self.normalize_images))
+
+    def extract_features(
+        self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.share_features_extractor:
+            return self._features(obs, self.features_extractor if features_extractor is None else features_extractor)
+        return self._features(obs, self.pi_features_extractor), self._features(obs, self.vf_features_extractor)
+
+
+class MaskedActorCriticPolicy(MaskedFeaturesMixin, ActorCriticPolicy):
     """``ActorCriticPolicy`` whose action distribution is masked by ``obs["action_mask"]``.
 
     Takes every argument of SB3's ``ActorCriticPolicy``. The features extractor is built on the
@@ -65,8 +126,6 @@ class MaskedActorCriticPolicy(ActorCriticPolicy):
     """
 
     action_dist: MaskedDistribution
-    #: give the features extractor a Dict even when it holds only "observation" (for Dict extractors)
-    keep_dict_features = False
 
     def __init__(
         self,
@@ -76,38 +135,8 @@ class MaskedActorCriticPolicy(ActorCriticPolicy):
         *args: Any,
         **kwargs: Any,
     ):
-        # Needed by make_features_extractor(), which the parent's __init__ calls.
-        self.features_space = split_observation_space(observation_space, action_space, self.keep_dict_features)
-        extractor = kwargs.get("features_extractor_class", FlattenExtractor)
-        if isinstance(self.features_space, spaces.Dict) and extractor is FlattenExtractor:
-            raise ValueError(
-                f"the observation has several feature keys {list(self.features_space.spaces)}: "
-                "use MaskedMultiInputPolicy or a features extractor for Dict spaces"
-            )
+        self._split_features(observation_space, action_space, kwargs)
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
-
-    def _build(self, lr_schedule: Schedule) -> None:
-        # Swap in the masked distribution before the parent builds the action head for it.
-        self.action_dist = make_masked_distribution(self.action_space)
-        super()._build(lr_schedule)
-
-    def make_features_extractor(self) -> BaseFeaturesExtractor:
-        return self.features_extractor_class(self.features_space, **self.features_extractor_kwargs)
-
-    def _features(self, obs: PyTorchObs, extractor: BaseFeaturesExtractor) -> torch.Tensor:
-        assert isinstance(obs, dict), f"masked policies take Dict observations, got {type(obs)}"
-        if isinstance(self.features_space, spaces.Dict):
-            inputs: PyTorchObs = {key: value for key, value in obs.items() if key != ACTION_MASK_KEY}
-        else:
-            inputs = obs["observation"]
-        return extractor(preprocess_obs(inputs, self.features_space, normalize_images=self.normalize_images))
-
-    def extract_features(  # type: ignore[override]
-        self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if self.share_features_extractor:
-            return self._features(obs, self.features_extractor if features_extractor is None else features_extractor)
-        return self._features(obs, self.pi_features_extractor), self._features(obs, self.vf_features_extractor)
 
     def _latents(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.extract_features(obs)
