@@ -182,4 +182,6 @@ def test_registered_image_env_works_with_sb3_default_cnn() -> None:
     from sb3_contrib import MaskablePPO
 
     model = MaskablePPO("MultiInputPolicy", gym.make("maskrl/PandaGridImage-v0"), n_steps=16, batch_size=16, seed=0)
+    assert model.observation_space["observation"].shape == (3, 40, 40)  # NatureCNN needs at least 36 x 36
     model.learn(16)
+    assert model.num_timesteps == 16
