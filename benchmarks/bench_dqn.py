@@ -7,7 +7,10 @@ network (MLP ``[64, 64]``); they differ only in the mask:
   mask travels in the ``Dict`` observation, through SB3's ``DictReplayBuffer``, into the greedy action, the
   exploration and the TD target;
 - ``unmasked``: SB3's ``DQN`` with ``MlpPolicy`` on the observation without the mask (a ``Box``, SB3's flat
-  ``ReplayBuffer``): no mask work at all.
+  ``ReplayBuffer``): no mask work at all. The target (masked >= 0.95x this) is measured against it.
+- ``unmasked_dict``: SB3's ``DQN`` with ``MultiInputPolicy`` on ``Dict(observation=...)``, the same observation with
+  only the mask key removed (``DictReplayBuffer``, ``CombinedExtractor`` flattening the one key: the same MLP). It
+  separates what SB3's ``Dict`` path costs (obs copies, per-key buffers and tensors) from what the mask costs.
 
 The exploration rate is held at the YAML's final value (0.05) for the timed steps, so both variants explore alike,
 and the replay buffer is first filled past ``learning_starts`` (untimed). Then, per cell (``DummyVecEnv`` with 1 and
@@ -16,7 +19,7 @@ each round alternating, so that machine noise hits both alike. Reported: env ste
 ``--repeats`` calls, on the wall clock and on the process's CPU time (which a loaded machine barely moves: time
 spent waiting for a core is not counted), and the ratio masked / unmasked of the medians. One torch thread.
 
-Run (about 5 minutes on a loaded 2-core machine)::
+Run (about 8 minutes on a loaded 2-core machine)::
 
     python benchmarks/bench_dqn.py                  # writes docs/benchmarks/training_dqn_kart.json
 
@@ -32,28 +35,56 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
+from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from maskrl.agents.dqn import MaskedDQN
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.envs import make_env, make_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
+from maskrl.envs.wrappers import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNPolicy
 
 ENV = "maskrl/Kart-v0"
-VARIANTS = ("masked", "unmasked")
+VARIANTS = ("masked", "unmasked", "unmasked_dict")
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "training_dqn_kart.json"
+
+
+class DropActionMask(gym.ObservationWrapper):
+    """Remove ``"action_mask"`` from a ``Dict`` observation, keeping the rest a ``Dict``."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        kept = {key: space for key, space in env.observation_space.spaces.items() if key != ACTION_MASK_KEY}
+        self.observation_space = spaces.Dict(kept)
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in observation.items() if key != ACTION_MASK_KEY}
+
+
+def _dict_env_without_mask() -> gym.Env:
+    return DropActionMask(make_env(ENV))
 
 
 def build(variant: str, n_envs: int) -> BaseAlgorithm:
     """One variant's model on ``n_envs`` Kart envs (``DummyVecEnv``), seeded with 0, its buffer warmed up."""
     kwargs = resolve_algo_kwargs(load_hyperparams(ENV, "dqn"))
     kwargs["exploration_initial_eps"] = kwargs["exploration_final_eps"]  # the same exploration in every timed step
-    masked = variant == "masked"
-    env = make_vec_env(ENV, n_envs, 0, "dummy", sees_mask=masked)
-    algo, policy = (MaskedDQN, MaskedDQNPolicy) if masked else (DQN, "MlpPolicy")
+    if variant == "unmasked_dict":
+        env = DummyVecEnv([_dict_env_without_mask] * n_envs)
+        env.seed(0)
+        env.action_space.seed(0)
+    else:
+        env = make_vec_env(ENV, n_envs, 0, "dummy", sees_mask=variant == "masked")
+    algo, policy = {
+        "masked": (MaskedDQN, MaskedDQNPolicy),
+        "unmasked": (DQN, "MlpPolicy"),
+        "unmasked_dict": (DQN, "MultiInputPolicy"),
+    }[variant]
     model = algo(policy, env, seed=0, device="cpu", **kwargs)
     model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(kwargs["learning_starts"] + 250 * n_envs)  # past the warm-up: every later step trains
@@ -72,7 +103,7 @@ def run_cell(n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
     models = {variant: build(variant, n_envs) for variant in VARIANTS}
     calls: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
     for repeat in range(repeats):
-        order = VARIANTS if repeat % 2 == 0 else VARIANTS[::-1]
+        order = VARIANTS[repeat % 3 :] + VARIANTS[: repeat % 3]  # each variant goes first in turn
         for variant in order:
             wall, cpu = time_learn(models[variant], steps)
             calls[variant].append({"wall_fps": steps / wall, "cpu_fps": steps / cpu})
@@ -82,7 +113,11 @@ def run_cell(n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
         variant: {key: statistics.median(call[key] for call in calls[variant]) for key in ("wall_fps", "cpu_fps")}
         for variant in VARIANTS
     }
-    ratios = {key: medians["masked"][key] / medians["unmasked"][key] for key in ("wall_fps", "cpu_fps")}
+    ratios = {
+        f"{key}_vs_{other}": medians["masked"][key] / medians[other][key]
+        for key in ("wall_fps", "cpu_fps")
+        for other in ("unmasked", "unmasked_dict")
+    }
     return {
         "vec_env": "dummy",
         "n_envs": n_envs,
@@ -94,17 +129,19 @@ def run_cell(n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
 
 
 def table(cells: list[dict[str, Any]]) -> str:
-    """The markdown table of the cells."""
+    """The markdown table of the cells: steps/s (wall / CPU) and the ratios of masked DQN to the two others."""
     lines = [
-        "| vec env | envs | masked DQN steps/s (wall / CPU) | unmasked DQN steps/s (wall / CPU) | masked / unmasked "
-        "(wall / CPU) |",
-        "|---|---|---|---|---|",
+        "| vec env | envs | masked DQN | unmasked DQN (Box) | unmasked DQN (Dict) | masked / unmasked (Box) "
+        "| masked / unmasked (Dict) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in cells:
-        m, u, r = cell["median"]["masked"], cell["median"]["unmasked"], cell["ratio"]
+        m, u, d = (f"{cell['median'][v]['wall_fps']:.0f} / {cell['median'][v]['cpu_fps']:.0f}" for v in VARIANTS)
+        r = cell["ratio"]
         lines.append(
-            f"| {cell['vec_env']} | {cell['n_envs']} | {m['wall_fps']:.0f} / {m['cpu_fps']:.0f} | "
-            f"{u['wall_fps']:.0f} / {u['cpu_fps']:.0f} | {r['wall_fps']:.2f}x / {r['cpu_fps']:.2f}x |"
+            f"| {cell['vec_env']} | {cell['n_envs']} | {m} | {u} | {d} "
+            f"| {r['wall_fps_vs_unmasked']:.2f}x / **{r['cpu_fps_vs_unmasked']:.2f}x** "
+            f"| {r['wall_fps_vs_unmasked_dict']:.2f}x / {r['cpu_fps_vs_unmasked_dict']:.2f}x |"
         )
     return "\n".join(lines)
 

@@ -67,7 +67,7 @@ def random_valid_actions(mask: np.ndarray, rng: np.random.Generator) -> np.ndarr
 
 
 def _check_env_action_space(env: GymEnv | str | None, what: str) -> None:
-    # Before SB3's own check, an AssertionError that train.py would report as bad hyperparameters.
+    # Before SB3's own check (an AssertionError listing the supported space classes): one line with the reason.
     action_space = getattr(env, "action_space", None)
     if action_space is not None:
         require_discrete(action_space, what)
@@ -204,7 +204,8 @@ class MaskedDQN(RefillAfterResumeMixin, _MaskedExplorationMixin, DQN):
             losses.append(loss.item())
             self.policy.optimizer.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            # The online network's parameters: the target network's have no gradients (SB3 passes both).
+            torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
@@ -266,7 +267,7 @@ class MaskedQRDQN(RefillAfterResumeMixin, _MaskedExplorationMixin, QRDQN):
             self.policy.optimizer.zero_grad()
             loss.backward()
             if self.max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.quantile_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

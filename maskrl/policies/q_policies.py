@@ -76,19 +76,21 @@ def masked_greedy_values(
     With ``online_values`` (double DQN), the action is the online network's greedy valid action and the value the
     target network's value of it. A row with no valid action (an empty mask, as some envs give terminal states)
     gets the value 0 rather than ``-inf``: the target stays finite, and for a terminal state it is multiplied by
-    ``1 - done = 0`` anyway (``0 * -inf`` would be NaN). A valid value of ``-inf`` counts as ``finfo.min``.
+    ``1 - done = 0`` anyway (``0 * -inf`` would be NaN). A row whose valid values are all ``-inf`` (an overflow) is
+    treated the same way.
 
     :param target_values: ``(batch, n)`` target network's Q-values at ``s'``
     :param mask: bool ``(batch, n)``, the actions valid in ``s'``
     :param online_values: ``(batch, n)`` online network's Q-values at ``s'``, for double-DQN targets
     :return: ``(batch,)``
     """
-    masked_target = _masked(target_values, mask)
+    # Unlike acting, no clamp: the target only needs to stay finite, and each op counts at every gradient step.
+    masked_target = torch.where(mask, target_values, float("-inf"))
     if online_values is None:
         best = masked_target.amax(dim=-1)
     else:
         best = masked_target.gather(-1, masked_greedy_actions(online_values, mask).unsqueeze(-1)).squeeze(-1)
-    # Valid values were clamped above -inf, so only a row without valid actions gives -inf here; NaN and +inf stay.
+    # -inf only where no valid action has a finite value; NaN and +inf are left for the loss to show.
     return torch.nan_to_num(best, nan=float("nan"), posinf=float("inf"), neginf=0.0)
 
 
@@ -297,7 +299,3 @@ class MaskedQRDQNMultiInputPolicy(MaskedQRDQNPolicy):
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
-
-
-#: The masked Q policies, for the algorithms' checks.
-MASKED_Q_POLICIES = (MaskedDQNPolicy, MaskedQRDQNPolicy)
