@@ -46,7 +46,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from maskrl.agents.dqn import MaskedDQN
 from maskrl.agents.envs import make_env, make_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNPolicy
 
 ENV = "maskrl/Kart-v0"

@@ -24,7 +24,7 @@ import torch
 from bench_training import ENV_BENCHES, OUT_DIR, VARIANTS, build
 from stable_baselines3.common.buffers import RolloutBuffer
 
-from maskrl.envs.wrappers import MASK_KEYS
+from maskrl.masks import MASK_KEYS
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("Kart, 4 item types (9 actions)", "kart", {}),

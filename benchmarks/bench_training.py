@@ -81,9 +81,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from torch import nn
 
 from maskrl.agents.envs import make_env, make_vec_env
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY, GRID_KEY
 from maskrl.policies import EntityAttentionExtractor, GridNetPolicy, MaskedActorCriticPolicy, MaskedMultiInputPolicy
-from maskrl.policies.gridnet import GRID_KEY
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 VARIANTS = ("maskrl", "maskable", "unmasked")

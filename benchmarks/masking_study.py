@@ -57,7 +57,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from maskrl.agents.envs import make_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 
 ENV = "maskrl/Kart-v0"
 SIZES = (4, 16, 64, 256)

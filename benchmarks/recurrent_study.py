@@ -13,6 +13,9 @@ visibility mask), head (``[64]``) and PPO hyperparameters (the ``ppo`` / ``ppo_l
   on the observation without the action mask (it keeps the visibility key, so only the action mask differs); in
   training an invalid move is a no-op costing ``invalid_action_penalty=-0.1`` (as ``ppo_nomask``'s YAML).
 
+``--variants ff_masked_open`` adds a reference run: masked feed-forward PPO trained and evaluated without blinks
+(``blink_prob=0``), what the memoryless agent reaches when it sees everything.
+
 Every variant is evaluated on the memory setting without any penalty, so returns compare: +1 per watermelon, -1 when
 caught. For each run the script records the training curve (mean "world return" of the last 100 training episodes,
 i.e. without invalid-action penalties, after each rollout) and the training invalid-action rate, then evaluates the
@@ -50,15 +53,20 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from maskrl.agents.envs import make_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedActorCriticPolicy, MaskedRecurrentActorCriticPolicy
 
 ENV = "maskrl/PandaGrid-v0"
 VARIANTS = ("lstm_masked", "ff_masked", "lstm_nomask")
+#: Not run by default: masked feed-forward PPO without blinks (trained and evaluated with blink_prob=0), what the
+#: memoryless agent reaches when it sees everything.
+REFERENCES = ("ff_masked_open",)
+ALL_VARIANTS = VARIANTS + REFERENCES
 LABELS = {
     "lstm_masked": "masked recurrent PPO",
     "ff_masked": "masked feed-forward PPO",
     "lstm_nomask": "recurrent PPO, no action mask",
+    "ff_masked_open": "masked feed-forward PPO, no blinks (reference)",
 }
 NOMASK_PENALTY = -0.1
 
@@ -93,6 +101,7 @@ def make_venv(variant: str, n_envs: int, seed: int, env_kwargs: dict[str, Any], 
 
 def build(variant: str, env: VecEnv, seed: int) -> BaseAlgorithm:
     """The variant's model, with the hyperparameters of PandaGrid-v0.yml (``ppo`` or ``ppo_lstm``)."""
+    variant = variant.removesuffix("_open")
     section = "ppo" if variant == "ff_masked" else "ppo_lstm"
     kwargs = resolve_algo_kwargs(load_hyperparams(ENV, section))
     kwargs.pop("env_kwargs", None)
@@ -175,7 +184,9 @@ def evaluate(model: BaseAlgorithm, variant: str, env_kwargs: dict[str, Any], epi
 
 def run(variant: str, seed: int, timesteps: int, env_kwargs: dict[str, Any], eval_episodes: int) -> dict[str, Any]:
     torch.set_num_threads(1)
-    hyperparams = load_hyperparams(ENV, "ppo" if variant == "ff_masked" else "ppo_lstm")
+    if variant.endswith("_open"):
+        env_kwargs = {**env_kwargs, "blink_prob": 0.0}
+    hyperparams = load_hyperparams(ENV, "ppo" if variant.startswith("ff_masked") else "ppo_lstm")
     env = make_venv(variant, int(hyperparams["n_envs"]), seed, env_kwargs, training=True)
     model = build(variant, env, seed)
     log = TrainingLog(print_every=max(timesteps // 10, 1))
@@ -200,14 +211,15 @@ def run(variant: str, seed: int, timesteps: int, env_kwargs: dict[str, Any], eva
 def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
     fig = Figure(figsize=(6.4, 3.8), dpi=90)
     ax = fig.add_subplot()
-    for variant in VARIANTS:
+    for variant in ALL_VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if not runs:
             continue
         grid = np.linspace(0, min(r["curve_steps"][-1] for r in runs), 60)
         curves = np.array([np.interp(grid, r["curve_steps"], r["curve_returns"]) for r in runs])
         mean, std = curves.mean(0), curves.std(0)
-        ax.plot(grid, mean, label=f"{LABELS[variant]} ({len(runs)} seeds)")
+        style = ":" if variant in REFERENCES else "-"
+        ax.plot(grid, mean, style, label=f"{LABELS[variant]} ({len(runs)} seeds)")
         ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("training return, no penalties (last 100 ep.)")
@@ -229,7 +241,7 @@ def tables(results: list[dict[str, Any]]) -> str:
         "| minutes per run |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in VARIANTS:
+    for variant in ALL_VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if not runs:
             continue
@@ -250,7 +262,7 @@ def tables(results: list[dict[str, Any]]) -> str:
         "| watermelons (det.) | caught (det.) | invalid (det.) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in VARIANTS:
+    for variant in ALL_VARIANTS:
         for r in sorted((r for r in results if r["variant"] == variant), key=lambda r: r["seed"]):
             det, sto = r["eval"]["deterministic"], r["eval"]["stochastic"]
             lines.append(
@@ -263,7 +275,7 @@ def tables(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=ALL_VARIANTS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--timesteps", type=int, default=200_000)
     parser.add_argument("--blink-prob", type=float, default=0.5)
@@ -297,7 +309,8 @@ def main() -> None:
                     f"last training {result['curve_returns'][-1]:+.2f}, {result['seconds'] / 60:.1f} min",
                     flush=True,
                 )
-    blink = results[0]["env_kwargs"]["blink_prob"] if results else args.blink_prob
+    blinking = [r for r in results if r["variant"] in VARIANTS]
+    blink = blinking[0]["env_kwargs"]["blink_prob"] if blinking else args.blink_prob
     plot(results, args.out / "curves.png", f"{ENV}, blink_prob={blink}")
     print(tables(results))
 

@@ -68,9 +68,9 @@ from maskrl.agents.hyperparams import (
 )
 from maskrl.agents.registry import ALGOS, AlgoSpec, IncompatibleEnvError, check_algo_env, get_algo
 from maskrl.cli import ArgumentParser, UserError, device, integer, positive_int, resolve_device, run_cli, seed
-from maskrl.envs.wrappers import ACTION_MASK_KEY
 from maskrl.evaluate import evaluate_model, format_table, write_json
 from maskrl.files import atomic_write
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import EntityAttentionExtractor
 from maskrl.policies.attention_plots import AttentionMapCallback
 from maskrl.untrusted import check_npz, first_line, read_json

@@ -37,9 +37,9 @@ from maskrl.agents.envs import make_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
-from maskrl.envs.wrappers import ACTION_MASK_KEY
 from maskrl.evaluate import evaluate_model
 from maskrl.evaluate import main as evaluate_main
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNMultiInputPolicy, MaskedDQNPolicy, MaskedQRDQNPolicy
 from maskrl.policies.q_policies import (
     UnsupportedActionSpaceError,

@@ -248,7 +248,6 @@ def test_zero_blocks_is_embed_and_pool():
         (entity_space(), {"embed_dim": 10, "n_heads": 4}, "divisible by n_heads"),
         (entity_space(), {"embed_dim": 0}, "embed_dim"),
         (entity_space(), {"n_blocks": -1}, "n_blocks"),
-        (entity_space(), {"entities_key": "objects"}, "no 'objects' key"),
     ],
 )
 def test_bad_observation_space_raises(space, kwargs, match):

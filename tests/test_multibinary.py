@@ -21,7 +21,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from maskrl.agents.envs import make_vec_env
 from maskrl.envs import ActionMasksToObservation
 from maskrl.envs.toy import ToyMaskedEnv
-from maskrl.envs.wrappers import action_mask_size
+from maskrl.masks import action_mask_size
 from maskrl.policies import MaskedActorCriticPolicy
 from maskrl.policies.distributions import MaskedBernoulli, bit_mask
 from maskrl.policies.sb3_distributions import MaskedBernoulliDistribution, make_masked_distribution

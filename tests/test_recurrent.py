@@ -27,8 +27,9 @@ from maskrl.agents.envs import make_vec_env
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
 from maskrl.envs.panda_grid import PandaGridEnv
-from maskrl.envs.wrappers import ACTION_MASK_KEY, DropMasks
+from maskrl.envs.wrappers import DropMasks
 from maskrl.evaluate import main as evaluate_main
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import EntityAttentionExtractor, MaskedRecurrentActorCriticPolicy, MaskedRecurrentMultiInputPolicy
 from maskrl.policies.recurrent import open_padding_rows
 from maskrl.train import main as train_main

@@ -26,7 +26,8 @@ from maskrl.agents.trajectory_dataset import (
     save_dataset,
     window_indices,
 )
-from maskrl.envs.trajectory_window import WINDOW_ACTIONS, WINDOW_OBSERVATIONS, WINDOW_VALID, TrajectoryWindow
+from maskrl.envs.trajectory_window import TrajectoryWindow
+from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
 from maskrl.policies import MaskedMultiInputPolicy
 from maskrl.policies.attention_masks import causal_mask
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
@@ -169,24 +170,29 @@ def test_collect_and_pretrain_commands(tmp_path, capsys) -> None:
 
 def test_window_wrapper_contract() -> None:
     env = TrajectoryWindow(gym.make(KART), window=3)
-    assert set(env.observation_space.spaces) == {"action_mask", WINDOW_OBSERVATIONS, WINDOW_ACTIONS, WINDOW_VALID}
+    assert set(env.observation_space.spaces) == {
+        "action_mask",
+        WINDOW_OBSERVATIONS_KEY,
+        WINDOW_ACTIONS_KEY,
+        WINDOW_VALID_KEY,
+    }
     obs, _ = env.reset(seed=0)
     inner = env.unwrapped._get_obs()
     assert np.array_equal(obs["action_mask"], inner["action_mask"])
-    assert obs[WINDOW_VALID].tolist() == [0, 0, 1]
-    assert np.array_equal(obs[WINDOW_OBSERVATIONS][2], inner["observation"])
-    assert not obs[WINDOW_OBSERVATIONS][:2].any() and not obs[WINDOW_ACTIONS].any()
+    assert obs[WINDOW_VALID_KEY].tolist() == [0, 0, 1]
+    assert np.array_equal(obs[WINDOW_OBSERVATIONS_KEY][2], inner["observation"])
+    assert not obs[WINDOW_OBSERVATIONS_KEY][:2].any() and not obs[WINDOW_ACTIONS_KEY].any()
     history = [inner["observation"]]
     for action in (1, 3, 0):
         obs, *_ = env.step(action)
         history.append(env.unwrapped._get_obs()["observation"])
         assert obs in env.observation_space
     # After 3 steps: slots hold o1, o2, o3 and the actions taken just before each (1 -> o1, 3 -> o2, 0 -> o3).
-    assert obs[WINDOW_VALID].tolist() == [1, 1, 1]
-    assert np.array_equal(obs[WINDOW_OBSERVATIONS], np.stack(history[1:]))
-    assert obs[WINDOW_ACTIONS].tolist() == [1, 3, 0]
+    assert obs[WINDOW_VALID_KEY].tolist() == [1, 1, 1]
+    assert np.array_equal(obs[WINDOW_OBSERVATIONS_KEY], np.stack(history[1:]))
+    assert obs[WINDOW_ACTIONS_KEY].tolist() == [1, 3, 0]
     obs, _ = env.reset(seed=1)
-    assert obs[WINDOW_VALID].tolist() == [0, 0, 1] and not obs[WINDOW_ACTIONS].any()
+    assert obs[WINDOW_VALID_KEY].tolist() == [0, 0, 1] and not obs[WINDOW_ACTIONS_KEY].any()
     with pytest.raises(ValueError, match="flat Box 'observation'"):
         TrajectoryWindow(gym.make("maskrl/PandaGrid-v0"))
     with pytest.raises(ValueError, match="window must be a positive int"):
@@ -253,8 +259,8 @@ def test_pretrained_weights_load_into_the_extractor_exactly(tmp_path) -> None:
         obs, *_ = env.step(np.array(action))
     tensors, _ = model.policy.obs_to_tensor(obs)
     features = model.policy.extract_features(tensors)
-    window_actions = tensors[WINDOW_ACTIONS].long()[:, 1:]
-    expected = encoder(tensors[WINDOW_OBSERVATIONS], window_actions, causal_mask(7))[:, -1]
+    window_actions = tensors[WINDOW_ACTIONS_KEY].long()[:, 1:]
+    expected = encoder(tensors[WINDOW_OBSERVATIONS_KEY], window_actions, causal_mask(7))[:, -1]
     assert torch.allclose(features, expected, atol=1e-6)
     with pytest.raises(ValueError, match="windows up to 2"):
         save_encoder(TrajectoryTransformer(TrajectoryConfig(57, 9, max_window=2, d_model=16)), tmp_path / "small")
@@ -280,13 +286,13 @@ class _ContinuousEnv(gym.Env):
 
 def test_window_wrapper_and_extractor_with_continuous_actions() -> None:
     env = TrajectoryWindow(_ContinuousEnv(), window=3)
-    assert env.observation_space[WINDOW_ACTIONS].shape == (3, 2)
+    assert env.observation_space[WINDOW_ACTIONS_KEY].shape == (3, 2)
     env.reset(seed=0)
     for action in ([0.5, -0.5], [1.0, 0.0]):
         obs, *_ = env.step(np.array(action, np.float32))
-    assert obs[WINDOW_ACTIONS].tolist() == [[0.0, 0.0], [0.5, -0.5], [1.0, 0.0]]
-    assert obs[WINDOW_OBSERVATIONS].tolist() == [[0.0, 0.0], [0.5, -0.5], [1.5, -0.5]]
-    assert obs[WINDOW_VALID].tolist() == [1, 1, 1] and obs in env.observation_space
+    assert obs[WINDOW_ACTIONS_KEY].tolist() == [[0.0, 0.0], [0.5, -0.5], [1.0, 0.0]]
+    assert obs[WINDOW_OBSERVATIONS_KEY].tolist() == [[0.0, 0.0], [0.5, -0.5], [1.5, -0.5]]
+    assert obs[WINDOW_VALID_KEY].tolist() == [1, 1, 1] and obs in env.observation_space
     extractor = TrajectoryExtractor(env.observation_space, d_model=8)
     assert not extractor.encoder.config.discrete and extractor.encoder.config.action_dim == 2
     batch = {key: torch.as_tensor(value, dtype=torch.float32)[None] for key, value in obs.items()}

@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from toy_envs import ToyMaskedEnv, TwoKeyToyEnv, make_dict_toy_env
 
 from maskrl.envs import ActionMasksToObservation, DropMasks
-from maskrl.envs.wrappers import action_mask_size
+from maskrl.masks import action_mask_size
 
 ACTION_TYPES = ["discrete", "multidiscrete"]
 

@@ -11,7 +11,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from maskrl.agents.envs import VALID_ACTIONS_KEY
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 
 
 class MaskStatsCallback(BaseCallback):

@@ -33,7 +33,7 @@ from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.safe_load import load_model_safely
 from maskrl.agents.trajectory_dataset import TrajectoryDataset, save_dataset
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 
 __all__ = ["check_flat_observation_env", "collect", "main"]
 

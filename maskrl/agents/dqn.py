@@ -34,7 +34,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, ReplayBufferSamples
 from torch.nn import functional as F
 
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies.q_policies import (
     MaskedDQNMultiInputPolicy,
     MaskedDQNPolicy,

@@ -25,7 +25,8 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import maskrl  # noqa: F401 - registers the maskrl/ envs, also inside SubprocVecEnv workers
-from maskrl.envs.wrappers import ACTION_MASK_KEY, ActionMasksToObservation, DropMasks, InfoActionMaskToObservation
+from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks, InfoActionMaskToObservation
+from maskrl.masks import ACTION_MASK_KEY
 
 VEC_ENVS: dict[str, type[VecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 #: Where an env's mask comes from (see the module docstring); ``None``: the env has no mask.

@@ -32,7 +32,7 @@ from stable_baselines3.common.utils import get_device
 from maskrl.agents.envs import make_vec_env  # importing it registers maskrl's envs with gymnasium
 from maskrl.agents.hyperparams import MAX_YAML_NODES, import_object, load_yaml, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
-from maskrl.envs.wrappers import MASK_KEYS
+from maskrl.masks import MASK_KEYS
 from maskrl.untrusted import (
     MAX_JSON_BYTES,
     MAX_WEIGHTS_BYTES,

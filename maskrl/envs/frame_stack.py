@@ -18,7 +18,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.stacked_observations import StackedObservations
 
-from maskrl.envs.wrappers import MASK_KEYS
+from maskrl.masks import MASK_KEYS
 
 
 class MaskedVecFrameStack(VecEnvWrapper):

@@ -28,11 +28,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-__all__ = ["WINDOW_ACTIONS", "WINDOW_OBSERVATIONS", "WINDOW_VALID", "TrajectoryWindow"]
+from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
 
-WINDOW_OBSERVATIONS = "window_observations"
-WINDOW_ACTIONS = "window_actions"
-WINDOW_VALID = "window_valid"
+__all__ = ["TrajectoryWindow"]
 
 
 class TrajectoryWindow(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -54,7 +52,7 @@ class TrajectoryWindow(gym.Wrapper, gym.utils.RecordConstructorArgs):
         obs_space = inner.spaces.get("observation") if isinstance(inner, spaces.Dict) else None
         if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
             raise ValueError(f"TrajectoryWindow needs a Dict observation with a flat Box 'observation', got {inner}")
-        for key in (WINDOW_OBSERVATIONS, WINDOW_ACTIONS, WINDOW_VALID):
+        for key in (WINDOW_OBSERVATIONS_KEY, WINDOW_ACTIONS_KEY, WINDOW_VALID_KEY):
             if key in inner.spaces:
                 raise ValueError(f"the observation already has a {key!r} key")
         self.window = window
@@ -78,9 +76,9 @@ class TrajectoryWindow(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.observation_space = spaces.Dict(
             {
                 **others,
-                WINDOW_OBSERVATIONS: spaces.Box(np.tile(obs_low, (window, 1)), np.tile(obs_high, (window, 1))),
-                WINDOW_ACTIONS: actions_space,
-                WINDOW_VALID: spaces.MultiBinary(window),
+                WINDOW_OBSERVATIONS_KEY: spaces.Box(np.tile(obs_low, (window, 1)), np.tile(obs_high, (window, 1))),
+                WINDOW_ACTIONS_KEY: actions_space,
+                WINDOW_VALID_KEY: spaces.MultiBinary(window),
             }
         )
         self._observations = np.zeros((window, obs_space.shape[0]), dtype=np.float32)
@@ -103,9 +101,9 @@ class TrajectoryWindow(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _observation(self, obs: dict[str, Any]) -> dict[str, Any]:
         result = {key: value for key, value in obs.items() if key != "observation"}
-        result[WINDOW_OBSERVATIONS] = self._observations.copy()
-        result[WINDOW_ACTIONS] = self._actions.copy()
-        result[WINDOW_VALID] = self._valid.copy()
+        result[WINDOW_OBSERVATIONS_KEY] = self._observations.copy()
+        result[WINDOW_ACTIONS_KEY] = self._actions.copy()
+        result[WINDOW_VALID_KEY] = self._valid.copy()
         return result
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:

@@ -8,25 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-#: Observation keys that carry masks rather than features (PettingZoo's int8 0/1 convention).
-ACTION_MASK_KEY = "action_mask"
-MASK_KEYS = ("action_mask", "visibility", "agent_mask")
-
-
-def action_mask_size(action_space: spaces.Space) -> int:
-    """Length of the flat action mask for ``action_space`` (sb3-contrib's layout).
-
-    :param action_space: a ``Discrete``, ``MultiDiscrete`` or (1-D) ``MultiBinary`` space
-    :return: ``n`` for ``Discrete(n)``, ``sum(nvec)`` for ``MultiDiscrete(nvec)``, ``2 * n`` for ``MultiBinary(n)``
-        (two entries per bit: "may be 0", "may be 1"; see :func:`maskrl.policies.distributions.bit_mask`)
-    """
-    if isinstance(action_space, spaces.Discrete):
-        return int(action_space.n)
-    if isinstance(action_space, spaces.MultiDiscrete):
-        return int(np.sum(action_space.nvec))
-    if isinstance(action_space, spaces.MultiBinary) and len(action_space.shape) == 1:
-        return 2 * int(action_space.shape[0])
-    raise TypeError(f"action masks need a Discrete, MultiDiscrete or 1-D MultiBinary action space, got {action_space}")
+from maskrl.masks import ACTION_MASK_KEY, MASK_KEYS, action_mask_size
 
 
 class ActionMasksToObservation(gym.ObservationWrapper):

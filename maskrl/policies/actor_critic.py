@@ -17,7 +17,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from maskrl.envs.wrappers import ACTION_MASK_KEY, action_mask_size
+from maskrl.masks import ACTION_MASK_KEY, action_mask_size
 from maskrl.policies.sb3_distributions import MaskedDistribution, make_masked_distribution, own_actions_log_prob
 
 

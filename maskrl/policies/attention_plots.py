@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.preprocessing import preprocess_obs
 
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY, VISIBILITY_KEY
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 
 __all__ = [
@@ -219,7 +219,7 @@ class AttentionMapCallback(BaseCallback):
             shown_visible = visible
         else:
             # The ablation attends to everything, but which entities the env hides is still worth showing.
-            shown_visible = inputs[extractor.visibility_key][0] != 0 if extractor.visibility_key in inputs else None
+            shown_visible = inputs[VISIBILITY_KEY][0] != 0 if VISIBILITY_KEY in inputs else None
             if shown_visible is not None:
                 shown_visible[0] = True
         self.last_weights = weights.cpu().numpy()

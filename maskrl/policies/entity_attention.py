@@ -20,6 +20,8 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from maskrl.masks import ENTITIES_KEY, VISIBILITY_KEY
+
 __all__ = ["EntityAttentionExtractor", "MaskedSelfAttentionBlock"]
 
 
@@ -104,14 +106,12 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
     So the features depend neither on hidden/padding entities' rows nor on the number of padding slots,
     and, there being no positional encoding, are invariant to permutations of slots ``1..N-1``.
 
-    :param observation_space: ``Dict`` with ``entities_key`` (``Box`` of shape ``(N, F)``) and, when
-        ``use_visibility``, ``visibility_key`` (``MultiBinary(N)`` or ``Box`` of shape ``(N,)``); no other key
+    :param observation_space: ``Dict`` with ``"entities"`` (``Box`` of shape ``(N, F)``) and, when
+        ``use_visibility``, ``"visibility"`` (``MultiBinary(N)`` or ``Box`` of shape ``(N,)``); no other key
     :param embed_dim: token size; the features are ``2 * embed_dim``
     :param n_heads: attention heads; must divide ``embed_dim``
     :param n_blocks: number of self-attention blocks (0 gives a Deep Sets-like embed-and-pool encoder)
     :param mlp_ratio: hidden size of each block's MLP as a multiple of ``embed_dim``
-    :param entities_key: observation key of the entity features
-    :param visibility_key: observation key of the visibility mask
     :param use_visibility: mask hidden entities out. ``False`` is the ablation "same extractor without the
         visibility mask": every slot (hidden and padding ones included, fed as their zero rows) is attended
         to and pooled; the visibility key is then ignored (and optional)
@@ -124,11 +124,9 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         n_heads: int = 4,
         n_blocks: int = 2,
         mlp_ratio: int = 2,
-        entities_key: str = "entities",
-        visibility_key: str = "visibility",
         use_visibility: bool = True,
     ):
-        n_entities, n_features = _check_space(observation_space, entities_key, visibility_key, use_visibility)
+        n_entities, n_features = _check_space(observation_space, use_visibility)
         for name, value, minimum in (("embed_dim", embed_dim, 1), ("n_heads", n_heads, 1), ("n_blocks", n_blocks, 0)):
             if not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -141,8 +139,6 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         self.n_entity_features = n_features
         self.embed_dim = embed_dim
         self.n_heads = n_heads
-        self.entities_key = entities_key
-        self.visibility_key = visibility_key
         self.use_visibility = use_visibility
         self.embed = nn.Sequential(nn.Linear(n_features, embed_dim), nn.ReLU())
         self.blocks = nn.ModuleList(MaskedSelfAttentionBlock(embed_dim, n_heads, mlp_ratio) for _ in range(n_blocks))
@@ -155,13 +151,13 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         :return: ``(B, N)`` bool: the visibility (any nonzero value counts as visible) with slot 0 forced
             ``True``; all ``True`` when ``use_visibility`` is ``False``
         """
-        entities = observations[self.entities_key]
+        entities = observations[ENTITIES_KEY]
         batch, n = entities.shape[:2]
         if not self.use_visibility:
             return torch.ones(batch, n, dtype=torch.bool, device=entities.device)
-        visible = observations[self.visibility_key] != 0
+        visible = observations[VISIBILITY_KEY] != 0
         if visible.shape != (batch, n):
-            raise ValueError(f"'{self.visibility_key}' has shape {tuple(visible.shape)}, expected {(batch, n)}")
+            raise ValueError(f"'{VISIBILITY_KEY}' has shape {tuple(visible.shape)}, expected {(batch, n)}")
         # The agent always sees itself: this keeps every softmax row non-empty (no NaN) and the pooled
         # mean's count >= 1, whatever the env sends.
         visible = visible.clone()
@@ -171,10 +167,10 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
     def _encode(
         self, observations: dict[str, torch.Tensor], return_weights: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        entities = observations[self.entities_key]
+        entities = observations[ENTITIES_KEY]
         if entities.dim() != 3 or entities.shape[-1] != self.n_entity_features:
             raise ValueError(
-                f"'{self.entities_key}' must have shape (batch, n_entities, {self.n_entity_features}), "
+                f"'{ENTITIES_KEY}' must have shape (batch, n_entities, {self.n_entity_features}), "
                 f"got {tuple(entities.shape)}"
             )
         visible = self.visible_mask(observations)
@@ -194,7 +190,7 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """Features ``(B, 2 * embed_dim)``, computed with ``scaled_dot_product_attention``.
 
-        :param observations: ``{entities_key: (B, N, F), visibility_key: (B, N)}`` (``N`` may differ from
+        :param observations: ``{"entities": (B, N, F), "visibility": (B, N)}`` (``N`` may differ from
             the observation space's: extra padding slots change nothing)
         """
         return self._encode(observations, return_weights=False)[0]
@@ -219,10 +215,9 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         return self.forward_with_attention(observations)[1]
 
 
-def _check_space(
-    observation_space: spaces.Space, entities_key: str, visibility_key: str, use_visibility: bool
-) -> tuple[int, int]:
+def _check_space(observation_space: spaces.Space, use_visibility: bool) -> tuple[int, int]:
     """Validate the extractor's observation space and return ``(n_entities, n_entity_features)``."""
+    entities_key, visibility_key = ENTITIES_KEY, VISIBILITY_KEY
     if not isinstance(observation_space, spaces.Dict):
         raise ValueError(
             f"EntityAttentionExtractor needs a Dict observation space with '{entities_key}' "

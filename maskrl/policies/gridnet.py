@@ -20,12 +20,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY, AGENT_MASK_KEY, GRID_KEY
 from maskrl.policies.categorical_map import CategoricalMapDistribution
 from maskrl.policies.sb3_distributions import own_actions_log_prob
-
-GRID_KEY = "grid"
-AGENT_MASK_KEY = "agent_mask"
 
 # SB3 ActorCriticPolicy arguments GridNet has no use for, with the only value it accepts (PPO passes use_sde).
 _FIXED_SB3_KWARGS: dict[str, Any] = {

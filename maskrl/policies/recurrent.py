@@ -23,7 +23,7 @@ from sb3_contrib.common.recurrent.type_aliases import RNNStates
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
-from maskrl.envs.wrappers import ACTION_MASK_KEY
+from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies.actor_critic import MaskedFeaturesMixin
 from maskrl.policies.sb3_distributions import MaskedDistribution, own_actions_log_prob
 

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
-from maskrl.envs.trajectory_window import WINDOW_ACTIONS, WINDOW_OBSERVATIONS, WINDOW_VALID
+from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
 from maskrl.policies.attention_masks import causal_mask
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 
@@ -67,7 +67,7 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
     ) -> None:
         missing = [
             key
-            for key in (WINDOW_OBSERVATIONS, WINDOW_ACTIONS, WINDOW_VALID)
+            for key in (WINDOW_OBSERVATIONS_KEY, WINDOW_ACTIONS_KEY, WINDOW_VALID_KEY)
             if not isinstance(observation_space, spaces.Dict) or key not in observation_space.spaces
         ]
         if missing:
@@ -77,8 +77,8 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
             )
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-        window, obs_dim = observation_space[WINDOW_OBSERVATIONS].shape
-        action_space = observation_space[WINDOW_ACTIONS]
+        window, obs_dim = observation_space[WINDOW_OBSERVATIONS_KEY].shape
+        action_space = observation_space[WINDOW_ACTIONS_KEY]
         discrete = len(action_space.shape) == 1
         action_dim = int(action_space.high.max()) + 1 if discrete else int(action_space.shape[1])
         if pretrained is None:
@@ -121,11 +121,11 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
         return self
 
     def forward(self, observations: dict[str, Tensor]) -> Tensor:
-        obs = observations[WINDOW_OBSERVATIONS]
+        obs = observations[WINDOW_OBSERVATIONS_KEY]
         # SB3's preprocessing turned the integer actions and the validity into floats.
-        actions = observations[WINDOW_ACTIONS][:, 1:]
+        actions = observations[WINDOW_ACTIONS_KEY][:, 1:]
         actions = actions.round().long() if self.discrete else actions
-        valid = observations[WINDOW_VALID] > 0.5
+        valid = observations[WINDOW_VALID_KEY] > 0.5
         token_valid = valid.repeat_interleave(2, dim=1)[:, :-1]
         if self.frozen:
             with torch.no_grad():
