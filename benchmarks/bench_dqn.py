@@ -44,7 +44,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from maskrl.agents.dqn import MaskedDQN
-from maskrl.agents.envs import make_env, make_vec_env
+from maskrl.agents.env_setup import make_masked_env, make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNPolicy
@@ -67,7 +67,7 @@ class DropActionMask(gym.ObservationWrapper):
 
 
 def _dict_env_without_mask() -> gym.Env:
-    return DropActionMask(make_env(ENV))
+    return DropActionMask(make_masked_env(ENV))
 
 
 def build(variant: str, n_envs: int) -> BaseAlgorithm:
@@ -79,7 +79,7 @@ def build(variant: str, n_envs: int) -> BaseAlgorithm:
         env.seed(0)
         env.action_space.seed(0)
     else:
-        env = make_vec_env(ENV, n_envs, 0, "dummy", sees_mask=variant == "masked")
+        env = make_masked_vec_env(ENV, n_envs, 0, "dummy", sees_mask=variant == "masked")
     algo, policy = {
         "masked": (MaskedDQN, MaskedDQNPolicy),
         "unmasked": (DQN, "MlpPolicy"),

@@ -80,7 +80,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 from torch import nn
 
-from maskrl.agents.envs import make_env, make_vec_env
+from maskrl.agents.env_setup import make_masked_env, make_masked_vec_env
 from maskrl.masks import ACTION_MASK_KEY, GRID_KEY
 from maskrl.policies import EntityAttentionExtractor, GridNetPolicy, MaskedActorCriticPolicy, MaskedMultiInputPolicy
 
@@ -110,7 +110,7 @@ class DropActionMask(gym.ObservationWrapper):
 
 
 def _make_env_without_action_mask(env_id: str, env_kwargs: dict[str, Any] | None) -> gym.Env:
-    return DropActionMask(make_env(env_id, env_kwargs))
+    return DropActionMask(make_masked_env(env_id, env_kwargs))
 
 
 def make_venv(
@@ -123,7 +123,7 @@ def make_venv(
 ) -> VecEnv:
     """The vec env a variant trains on (seeded with 0)."""
     if variant == "maskrl" or not drop_only_action_mask:
-        return make_vec_env(env_id, n_envs, 0, vec_env, env_kwargs, sees_mask=variant == "maskrl")
+        return make_masked_vec_env(env_id, n_envs, 0, vec_env, env_kwargs, sees_mask=variant == "maskrl")
     venv_class = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
     venv = venv_class([functools.partial(_make_env_without_action_mask, env_id, env_kwargs)] * n_envs)
     venv.seed(0)

@@ -44,7 +44,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from maskrl.agents.contrastive import ContrastivePPO
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import MaskedMultiInputPolicy
 from maskrl.policies.small_cnn import SmallCNN
 
@@ -77,7 +77,7 @@ EVAL_SEED = 10_000
 
 def evaluate(model: ContrastivePPO, episodes: int, env_kwargs: dict[str, Any] | None) -> tuple[float, float]:
     """Deterministic mean and std return over ``episodes`` episodes of a fresh env (same episodes every call)."""
-    env = make_vec_env(ENV, 1, seed=EVAL_SEED, env_kwargs=env_kwargs)
+    env = make_masked_vec_env(ENV, 1, seed=EVAL_SEED, env_kwargs=env_kwargs)
     returns, _ = evaluate_policy(model, env, n_eval_episodes=episodes, deterministic=True, return_episode_rewards=True)
     env.close()
     return float(np.mean(returns)), float(np.std(returns))
@@ -124,7 +124,7 @@ def run(
     variant: str, seed: int, timesteps: int, eval_every: int, eval_episodes: int, env_kwargs: dict[str, Any] | None
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
-    env = make_vec_env(ENV, N_ENVS, seed, env_kwargs=env_kwargs)
+    env = make_masked_vec_env(ENV, N_ENVS, seed, env_kwargs=env_kwargs)
     aux = CONTRASTIVE_KWARGS if variant == "ppo_contrastive" else {"contrastive_coef": 0.0}
     model = ContrastivePPO(
         MaskedMultiInputPolicy,
@@ -200,7 +200,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def draw_observation(path: Path, env_kwargs: dict[str, Any] | None, seed: int = 3) -> None:
     """The env's full render next to the image observation the policy gets (fog = unseen cells)."""
-    env = make_vec_env(ENV, 1, seed=seed, env_kwargs=env_kwargs, render_mode="rgb_array").envs[0]
+    env = make_masked_vec_env(ENV, 1, seed=seed, env_kwargs=env_kwargs, render_mode="rgb_array").envs[0]
     obs, _ = env.reset(seed=seed)
     fig = Figure(figsize=(8, 4), dpi=100)
     for ax, image, title in zip(

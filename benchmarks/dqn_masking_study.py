@@ -17,7 +17,7 @@ included) and the mean task return (penalty removed) of the training episodes th
 return is smoothed over 3 windows, as the PPO study smooths over 3 rollouts.
 
 ``--taxi`` runs the external-env comparison instead: masked DQN vs plain DQN on gymnasium's ``Taxi-v4``, whose mask
-comes in ``info["action_mask"]`` (``maskrl.agents.envs.make_vec_env`` puts it into the observation), with the
+comes in ``info["action_mask"]`` (``maskrl.agents.env_setup`` puts it into the observation), with the
 ``dqn`` settings of ``maskrl/agents/hyperparams/Taxi-v4.yml`` (those of the Taxi learning check in
 ``tests/test_dqn.py``); the evaluation is 20 deterministic episodes.
 
@@ -52,7 +52,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
 
@@ -267,7 +267,7 @@ def dqn_settings() -> tuple[dict[str, Any], int]:
 
 def evaluate_taxi(model: BaseAlgorithm, n_episodes: int, sees_mask: bool) -> tuple[float, float]:
     """Deterministic mean return and invalid-action rate over ``n_episodes`` Taxi episodes (env seeded 100)."""
-    env = make_vec_env(TAXI, 1, 100, sees_mask=sees_mask)
+    env = make_masked_vec_env(TAXI, 1, 100, sees_mask=sees_mask)
     steps = invalid = 0
 
     def count(local_vars: dict[str, Any], _globals: dict[str, Any]) -> None:
@@ -290,7 +290,7 @@ def run(variant: str, size: int, seed: int, timesteps: int, eval_freq: int, eval
         spec = get_algo(algo)
         hyperparams = load_hyperparams(TAXI, "dqn")
         kwargs, n_envs = resolve_algo_kwargs(hyperparams), int(hyperparams["n_envs"])
-        env = make_vec_env(TAXI, n_envs, seed, sees_mask=spec.sees_mask)
+        env = make_masked_vec_env(TAXI, n_envs, seed, sees_mask=spec.sees_mask)
 
         def evaluate_fn(model: BaseAlgorithm) -> tuple[float, float]:
             return evaluate_taxi(model, eval_episodes, spec.sees_mask)
@@ -299,7 +299,7 @@ def run(variant: str, size: int, seed: int, timesteps: int, eval_freq: int, eval
         spec = get_algo(algo)
         kwargs, n_envs = dqn_settings()
         env_kwargs = {"n_item_types": size, "invalid_action_penalty": penalty}
-        env = make_vec_env(ENV, n_envs, seed, env_kwargs=env_kwargs, sees_mask=spec.sees_mask)
+        env = make_masked_vec_env(ENV, n_envs, seed, env_kwargs=env_kwargs, sees_mask=spec.sees_mask)
 
         def evaluate_fn(model: BaseAlgorithm) -> tuple[float, float]:
             return evaluate(model, size, eval_episodes, spec.sees_mask)

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.envs import panda_herd_v0
 from maskrl.envs.herd_vec_env import HerdVecEnv
 from maskrl.evaluate import evaluate_model
@@ -99,7 +99,7 @@ def run(variant: str, seed: int, timesteps: int, eval_episodes: int) -> dict[str
         steps_per_herd_step = env.num_envs // N_HERDS
         model = PPO(MaskedActorCriticPolicy, env, seed=seed, device="cpu", **PPO_KWARGS)
     else:
-        env = make_vec_env(ENV, N_HERDS, seed)
+        env = make_masked_vec_env(ENV, N_HERDS, seed)
         policy_kwargs = dict(channels=(32, 64), use_agent_mask=variant == "gridnet")
         model = PPO(GridNetPolicy, env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **PPO_KWARGS)
     curves = TrainingCurves(steps_per_herd_step)

@@ -54,7 +54,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
 from maskrl.masks import ACTION_MASK_KEY
@@ -284,7 +284,9 @@ def evaluate(
     :param sees_mask: whether the model's observation holds the mask
     :param drop_mask: replace the mask in the observation by all ones (the masked agent "without its mask")
     """
-    env = make_vec_env(ENV, n_episodes, EVAL_SEED, env_kwargs={"n_item_types": n_item_types}, sees_mask=sees_mask)
+    env = make_masked_vec_env(
+        ENV, n_episodes, EVAL_SEED, env_kwargs={"n_item_types": n_item_types}, sees_mask=sees_mask
+    )
     obs = env.reset()
     returns = np.zeros(n_episodes)
     running = np.ones(n_episodes, dtype=bool)
@@ -406,7 +408,7 @@ def run(variant: str, n_item_types: int, seed: int, timesteps: int, eval_freq: i
     spec = get_algo(algo)
     kwargs, n_envs = ppo_settings()
     env_kwargs = {"n_item_types": n_item_types, "invalid_action_penalty": penalty}
-    env = make_vec_env(ENV, n_envs, seed, env_kwargs=env_kwargs, sees_mask=spec.sees_mask)
+    env = make_masked_vec_env(ENV, n_envs, seed, env_kwargs=env_kwargs, sees_mask=spec.sees_mask)
     model = PPO(spec.policy_for(False), env, seed=seed, device="cpu", **kwargs)
     curves = StudyCurves(n_item_types, penalty, eval_freq, eval_episodes, spec.sees_mask, variant == "masked")
     start, cpu_start = time.perf_counter(), time.process_time()

@@ -33,7 +33,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import CombinedExtractor
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.evaluate import evaluate_model
 from maskrl.policies import EntityAttentionExtractor, MaskedActorCriticPolicy, MaskedMultiInputPolicy
@@ -76,7 +76,7 @@ def run(variant: str, seed: int, timesteps: int, eval_episodes: int) -> dict[str
         policy_kwargs.pop("features_extractor_kwargs", None)
     else:
         assert policy_kwargs.get("features_extractor_class") is EntityAttentionExtractor
-    env = make_vec_env(ENV, int(hyperparams.get("n_envs", 8)), seed, env_kwargs=hyperparams.get("env_kwargs"))
+    env = make_masked_vec_env(ENV, int(hyperparams.get("n_envs", 8)), seed, env_kwargs=hyperparams.get("env_kwargs"))
     model = PPO(policy, env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **kwargs)
     curve = ReturnCurve()
     start = time.perf_counter()

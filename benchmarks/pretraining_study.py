@@ -49,7 +49,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from maskrl.agents.collect_trajectories import collect
-from maskrl.agents.envs import make_env
+from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.pretrain import PretrainSettings, pretrain
 from maskrl.agents.trajectory_dataset import WindowSampler, load_dataset, save_dataset
 from maskrl.envs.trajectory_window import TrajectoryWindow
@@ -112,7 +112,7 @@ class TrainingCurves(BaseCallback):
 
 
 def _make_env(window: bool) -> Any:
-    env = make_env(ENV)
+    env = make_masked_env(ENV)
     return TrajectoryWindow(env, WINDOW) if window else env
 
 

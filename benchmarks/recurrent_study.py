@@ -51,7 +51,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from maskrl.agents.envs import make_env
+from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedActorCriticPolicy, MaskedRecurrentActorCriticPolicy
@@ -85,7 +85,7 @@ class DropActionMask(gym.ObservationWrapper):
 
 
 def _one_env(env_kwargs: dict[str, Any], drop_action_mask: bool) -> gym.Env:
-    env = make_env(ENV, env_kwargs)
+    env = make_masked_env(ENV, env_kwargs)
     return DropActionMask(env) if drop_action_mask else env
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.registry import ALGOS, get_algo
 from maskrl.agents.safe_load import CONFIG_FILE, check_config, load_model_safely, read_config
@@ -146,7 +146,7 @@ def evaluate_model(
             raise UserError("--video and --render cannot be used together")
         check_video_path(video)  # before the episodes are played, not after
         render = "rgb_array"
-    env = make_vec_env(
+    env = make_masked_vec_env(
         env_id, 1, seed, "dummy", env_kwargs, sees_mask=spec.sees_mask, render_mode=render, needs_mask=spec.needs_mask
     )
     # The wrapping SB3 gave the training env (VecTransposeImage for channel-last images), so spaces compare equal.

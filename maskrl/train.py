@@ -56,7 +56,7 @@ from maskrl.agents.checkpoints import (
     restore_rng_state,
     run_lock,
 )
-from maskrl.agents.envs import VEC_ENVS, UnknownEnvError, describe_env, make_vec_env
+from maskrl.agents.env_setup import VEC_ENVS, UnknownEnvError, describe_env, make_masked_vec_env
 from maskrl.agents.hyperparams import (
     check_our_keys,
     hyperparams_file,
@@ -567,7 +567,7 @@ def _env_seed(config: dict[str, Any], resumes: int) -> int:
 
 
 def _make_env(config: dict[str, Any], spec: AlgoSpec, resumes: int) -> VecEnv:
-    return make_vec_env(
+    return make_masked_vec_env(
         config["env"],
         config["n_envs"],
         _env_seed(config, resumes),
@@ -605,7 +605,7 @@ def _learn(
     eval_env = None
     evaluation = None
     if config["eval_freq"] > 0:
-        eval_env = make_vec_env(
+        eval_env = make_masked_vec_env(
             config["env"],
             1,
             config["seed"] + 10_000,

@@ -19,7 +19,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, parse_key_values, parse_value
 from maskrl.agents.registry import get_algo
 from maskrl.envs import ActionMasksToObservation
@@ -334,7 +334,7 @@ def test_train_algo_argument_of_wrong_type_used_late(tmp_path: Path, capsys) -> 
 def kart_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ppo model of ``maskrl/Kart-v0`` saved outside any run folder."""
     spec = get_algo("ppo")
-    env = make_vec_env("maskrl/Kart-v0", 1, 0, "dummy", {"max_steps": 10})
+    env = make_masked_vec_env("maskrl/Kart-v0", 1, 0, "dummy", {"max_steps": 10})
     model = spec.algo_class(spec.policy_for(False), env, n_steps=16, batch_size=16, device="cpu")
     path = tmp_path_factory.mktemp("model") / "kart.zip"
     model.save(path)

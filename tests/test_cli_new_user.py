@@ -26,7 +26,7 @@ from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from maskrl.agents.checkpoints import list_checkpoints, run_lock
-from maskrl.agents.envs import describe_env, suggest_env_ids
+from maskrl.agents.env_setup import describe_env, suggest_env_ids
 from maskrl.agents.registry import ALGOS
 from maskrl.cli import UserError
 from maskrl.envs.wrappers import InfoActionMaskToObservation

@@ -13,7 +13,7 @@ from stable_baselines3.common.logger import configure
 from torch import nn
 
 from maskrl.agents.contrastive import ContrastivePPO
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.contrastive import (
     MaskedContrastiveModel,
@@ -192,7 +192,7 @@ POLICY_KWARGS = dict(features_extractor_class=SmallCNN, features_extractor_kwarg
 
 def _env(n_envs: int = 4, **env_kwargs):
     # 3 px per cell (24 x 24), SmallCNN's default, smaller and faster than the registered 5 px.
-    return make_vec_env(IMAGE_ENV, n_envs, seed=0, env_kwargs={"image_cell_px": 3, **env_kwargs})
+    return make_masked_vec_env(IMAGE_ENV, n_envs, seed=0, env_kwargs={"image_cell_px": 3, **env_kwargs})
 
 
 def test_contrastive_ppo_trains_end_to_end_with_the_masked_policy(tmp_path) -> None:

@@ -33,7 +33,7 @@ from toy_envs import make_two_key_toy_env
 
 from maskrl.agents.callbacks import MaskStatsCallback
 from maskrl.agents.dqn import MaskedDQN, MaskedQRDQN, random_valid_actions
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
@@ -242,7 +242,7 @@ def test_random_valid_actions_are_valid_and_uniform_over_thousands_of_draws() ->
 
 @pytest.mark.parametrize("algo", [MaskedDQN, MaskedQRDQN])
 def test_exploration_and_warm_up_never_take_an_invalid_action(algo: type) -> None:
-    env = make_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs={"n": 6})
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs={"n": 6})
     model = algo("MultiInputPolicy", env, learning_starts=10**9, buffer_size=1000, seed=0, device="cpu")
     rng = np.random.default_rng(1)
     obs = {"observation": np.zeros((4000, 6), np.float32), ACTION_MASK_KEY: random_masks(rng, 4000, 6)}
@@ -256,7 +256,7 @@ def test_exploration_and_warm_up_never_take_an_invalid_action(algo: type) -> Non
     actions, buffer_actions = model._sample_action(learning_starts=10**9, n_envs=4000)
     assert obs[ACTION_MASK_KEY][np.arange(4000), actions].all() and actions is buffer_actions
     # And through training: a strict env raises on any masked action, with eps = 1 then decaying.
-    strict = make_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs={"n": 6, "strict": True})
+    strict = make_masked_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs={"n": 6, "strict": True})
     algo("MultiInputPolicy", strict, learning_starts=500, exploration_fraction=0.5, buffer_size=2000, seed=0).learn(
         2000
     )
@@ -274,7 +274,7 @@ def test_predict_refuses_an_observation_without_valid_actions() -> None:
 
 # --------------------------------------------------------------------------------------------- spaces, policies
 def test_multidiscrete_is_refused_in_one_line() -> None:
-    env = make_vec_env("maskrl/ToyMasked-v0", 1, env_kwargs={"action_type": "multidiscrete"})
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 1, env_kwargs={"action_type": "multidiscrete"})
     for algo in (MaskedDQN, MaskedQRDQN):
         with pytest.raises(UnsupportedActionSpaceError, match="supports only Discrete action spaces") as info:
             algo("MultiInputPolicy", env)
@@ -284,13 +284,13 @@ def test_multidiscrete_is_refused_in_one_line() -> None:
 
 
 def test_masked_algorithms_refuse_an_unmasked_policy() -> None:
-    env = make_vec_env("maskrl/ToyMasked-v0", 1)
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 1)
     with pytest.raises(ValueError, match="needs a masked policy"):
         MaskedDQN(DQN.policy_aliases["MultiInputPolicy"], env)
 
 
 def test_features_extractor_never_sees_the_mask_and_two_feature_keys_work() -> None:
-    env = make_vec_env("maskrl/ToyMasked-v0", 1)
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 1)
     model = MaskedDQN(MaskedDQNPolicy, env, learning_starts=0, seed=0)
     # The MLP's input is the 4 features of the observation, not 4 + 4 mask entries.
     assert model.q_net.features_extractor.features_dim == 4
@@ -375,7 +375,7 @@ def test_the_invalid_action_rate_of_dqn_covers_every_step_between_two_log_writes
     # rollout's end is recorded: each written rate must cover exactly the transitions from the previous written
     # window's end to the rollout before the write, not just the last rollout's 2 (0, 0.5 or 1).
     n_envs = 2
-    env = make_vec_env("maskrl/ToyMasked-v0", n_envs, seed=0, sees_mask=False)
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", n_envs, seed=0, sees_mask=False)
     model = DQN(
         "MlpPolicy",
         env,
@@ -427,7 +427,7 @@ def test_resume_refills_the_replay_buffer_before_training_again(dqn_run: Path, t
     # The API first: a model loaded from a checkpoint has an empty buffer and trains only once it holds
     # learning_starts (200) transitions again. 2 envs, one gradient step per env step: after 150 more steps
     # (75 calls, buffer 150 < 200) nothing has trained; after 300 (buffer 200, 202, ..., 300) 51 steps have.
-    env = make_vec_env("maskrl/ToyMasked-v0", 2, seed=0)
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 2, seed=0)
     checkpoint = sorted((dqn_run / "checkpoints").glob("model_*_steps.zip"))[-1]
     model = MaskedDQN.load(checkpoint, env=env, device="cpu")
     updates = model._n_updates
@@ -457,7 +457,7 @@ def test_every_value_based_algo_builds_from_the_yaml_files() -> None:
             hyperparams = load_hyperparams(env_id, algo)
             assert hyperparams, (env_id, algo)
             spec = get_algo(algo)
-            env = make_vec_env(env_id, 1, env_kwargs=hyperparams.get("env_kwargs"), sees_mask=spec.sees_mask)
+            env = make_masked_vec_env(env_id, 1, env_kwargs=hyperparams.get("env_kwargs"), sees_mask=spec.sees_mask)
             model = spec.algo_class(spec.policy_for(False), env, **resolve_algo_kwargs(hyperparams))
             assert model.learning_starts > 0 and model.policy.net_arch == [64, 64], (env_id, algo)
     assert load_hyperparams("maskrl/Kart-v0", "dqn_nomask")["env_kwargs"]["invalid_action_penalty"] < 0
@@ -491,7 +491,7 @@ SEED = 0
 
 def kart_random_valid_return(n_episodes: int = 10, seed: int = 100) -> float:
     """Mean return of uniformly random valid actions on the check's evaluation episodes."""
-    env = make_vec_env(KART, 1, seed, env_kwargs=KART_CHECK)
+    env = make_masked_vec_env(KART, 1, seed, env_kwargs=KART_CHECK)
     rng = np.random.default_rng(seed)
     returns, total = [], 0.0
     obs = env.reset()
@@ -511,7 +511,7 @@ def train_kart_dqn(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
     Broken: the same DQN without the mask (invalid actions execute as "coast", no penalty).
     """
     kwargs = resolve_algo_kwargs(load_hyperparams(KART, "dqn"))
-    env = make_vec_env(KART, 4, seed=seed, env_kwargs=KART_CHECK, sees_mask=not broken)
+    env = make_masked_vec_env(KART, 4, seed=seed, env_kwargs=KART_CHECK, sees_mask=not broken)
     algo, policy = (DQN, "MlpPolicy") if broken else (MaskedDQN, MaskedDQNPolicy)
     model = algo(policy, env, seed=seed, device="cpu", **kwargs)
     model.learn(KART_STEPS)
@@ -524,7 +524,7 @@ def train_taxi_dqn(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
     Broken: the same DQN without the mask.
     """
     hyperparams = load_hyperparams(TAXI, "dqn")
-    env = make_vec_env(TAXI, hyperparams["n_envs"], seed=seed, sees_mask=not broken)
+    env = make_masked_vec_env(TAXI, hyperparams["n_envs"], seed=seed, sees_mask=not broken)
     algo, policy = (DQN, "MlpPolicy") if broken else (MaskedDQN, MaskedDQNPolicy)
     model = algo(policy, env, seed=seed, device="cpu", **resolve_algo_kwargs(hyperparams))
     model.learn(hyperparams["n_timesteps"])

@@ -33,7 +33,7 @@ import yaml
 
 from maskrl.agents import safe_load
 from maskrl.agents.checkpoints import Checkpoint, list_checkpoints
-from maskrl.agents.envs import make_env
+from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.hyperparams import resolve_algo_kwargs
 from maskrl.agents.safe_load import SafeLoadError, check_env_id, import_allowed_class, load_model_safely
 from maskrl.agents.trajectory_dataset import load_dataset
@@ -671,7 +671,7 @@ def test_fine_tuning_from_a_hostile_encoder_folder_is_a_one_line_error(encoder_f
     # The path a user meets: a downloaded encoder folder given to the features extractor (it used to crash with a
     # RecursionError on this encoder.json).
     (encoder_folder / "encoder.json").write_text("[" * 100_000 + "]" * 100_000)
-    space = TrajectoryWindow(make_env("maskrl/Kart-v0"), window=4).observation_space
+    space = TrajectoryWindow(make_masked_env("maskrl/Kart-v0"), window=4).observation_space
     with pytest.raises(ValueError) as excinfo:
         TrajectoryExtractor(space, pretrained=encoder_folder)
     one_line(excinfo, "encoder.json", "nested too deeply")

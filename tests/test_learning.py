@@ -16,7 +16,7 @@ import pytest
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.envs.panda_herd import PandaHerdGridEnv
 from maskrl.evaluate import evaluate_model
 from maskrl.policies import EntityAttentionExtractor, GridNetPolicy, MaskedActorCriticPolicy
@@ -32,7 +32,7 @@ def random_valid_return(
     env_id: str = KART, env_kwargs: dict | None = ONE_LAP, n_episodes: int = 10, seed: int = 100
 ) -> float:
     """Mean return of uniformly random valid actions, on the same evaluation seeds as the agents."""
-    env = make_vec_env(env_id, 1, seed, env_kwargs=env_kwargs)
+    env = make_masked_vec_env(env_id, 1, seed, env_kwargs=env_kwargs)
     rng = np.random.default_rng(seed)
     returns, episode_return = [], 0.0
     obs = env.reset()
@@ -78,7 +78,7 @@ def with_sampled_invalid_rate(results: dict[str, Any], sampled: dict[str, Any]) 
 
 
 def train_kart_ppo(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
-    env = make_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=not broken)
+    env = make_masked_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=not broken)
     policy = "MlpPolicy" if broken else MaskedActorCriticPolicy
     model = PPO(policy, env, seed=seed, policy_kwargs=dict(net_arch=[64, 64]), **PPO_KWARGS)
     model.learn(12_000)
@@ -89,7 +89,7 @@ def train_kart_ppo(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
 
 
 def train_kart_maskable_ppo(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
-    env = make_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=False)
+    env = make_masked_vec_env(KART, 4, seed=seed, env_kwargs=ONE_LAP, sees_mask=False)
     algo_class = PPO if broken else MaskablePPO
     model = algo_class("MlpPolicy", env, seed=seed, **PPO_KWARGS)
     model.learn(4_000)
@@ -100,13 +100,13 @@ def train_kart_maskable_ppo(seed: int = SEED, broken: bool = False) -> dict[str,
 
 
 def train_panda_grid_attention(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
-    env = make_vec_env("maskrl/PandaGrid-v0", 8, seed=seed)
+    env = make_masked_vec_env("maskrl/PandaGrid-v0", 8, seed=seed)
     extractor_kwargs = dict(embed_dim=32, n_heads=2, n_blocks=1)
     policy_kwargs = dict(
         features_extractor_class=EntityAttentionExtractor, features_extractor_kwargs=extractor_kwargs, net_arch=[64]
     )
     if broken:
-        env = make_vec_env("maskrl/PandaGrid-v0", 8, seed=seed, sees_mask=False)
+        env = make_masked_vec_env("maskrl/PandaGrid-v0", 8, seed=seed, sees_mask=False)
         policy_kwargs = dict(net_arch=[64])
     model = PPO(
         "MultiInputPolicy" if broken else MaskedActorCriticPolicy,
@@ -125,7 +125,7 @@ def train_panda_grid_attention(seed: int = SEED, broken: bool = False) -> dict[s
 
 
 def train_herd_gridnet(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
-    env = make_vec_env("maskrl/PandaHerd-v0", 8, seed=seed)
+    env = make_masked_vec_env("maskrl/PandaHerd-v0", 8, seed=seed)
     model = PPO(
         GridNetPolicy,
         env,

@@ -15,7 +15,7 @@ from stable_baselines3.common.distributions import kl_divergence as sb3_kl_diver
 from torch.distributions import Categorical, Distribution
 from torch.distributions import kl_divergence as torch_kl_divergence
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import CategoricalMap, MaskedActorCriticPolicy
 from maskrl.policies.categorical_map import CategoricalMapDistribution
 from maskrl.policies.distributions import MaskedBernoulli, MaskedCategorical, MaskedMultiCategorical, set_mask_checks
@@ -203,7 +203,7 @@ def test_kl_divergence_for_multidiscrete_in_sb3_and_torch():
 
 @pytest.mark.parametrize("action_type", ["discrete", "multidiscrete", "multibinary"])
 def test_trpo_trains_with_the_masked_policy(action_type):
-    env = make_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs=dict(action_type=action_type))
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 2, seed=0, env_kwargs=dict(action_type=action_type))
     model = TRPO(MaskedActorCriticPolicy, env, n_steps=64, batch_size=64, seed=0)
     model.learn(256)
     assert sum(env.get_attr("invalid_actions")) == 0

@@ -18,7 +18,7 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_checker import check_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.envs import ActionMasksToObservation
 from maskrl.envs.toy import ToyMaskedEnv
 from maskrl.masks import action_mask_size
@@ -134,7 +134,7 @@ def test_toy_multibinary_env_passes_the_checkers():
 
 @pytest.mark.parametrize("algo", [PPO, A2C])
 def test_unchanged_sb3_algorithms_never_take_an_invalid_bit_and_learn(algo):
-    env = make_vec_env("maskrl/ToyMasked-v0", 4, seed=0, env_kwargs=dict(action_type="multibinary", n_sub=5))
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 4, seed=0, env_kwargs=dict(action_type="multibinary", n_sub=5))
     model = algo(MaskedActorCriticPolicy, env, n_steps=64, seed=0)
     model.learn(3_000)
     assert sum(env.get_attr("invalid_actions")) == 0
@@ -154,7 +154,7 @@ def test_unchanged_sb3_algorithms_never_take_an_invalid_bit_and_learn(algo):
 
 def test_maskable_ppo_and_maskrl_agree_on_the_same_env():
     # The same toy env trains sb3-contrib's MaskablePPO through action_masks() (its own layout) without invalid bits.
-    env = make_vec_env(
+    env = make_masked_vec_env(
         "maskrl/ToyMasked-v0", 2, seed=0, env_kwargs=dict(action_type="multibinary", n_sub=4), sees_mask=False
     )
     model = MaskablePPO("MlpPolicy", env, n_steps=64, seed=0)

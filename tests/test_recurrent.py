@@ -23,7 +23,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
 from toy_envs import InvalidActionError, make_dict_toy_env, make_two_key_toy_env
 
-from maskrl.agents.envs import make_vec_env
+from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
 from maskrl.envs.panda_grid import PandaGridEnv
@@ -314,7 +314,7 @@ class InvalidActionCounter(BaseCallback):
 
 
 def test_entity_attention_under_recurrent_ppo_on_blinking_panda_grid():
-    env = make_vec_env("maskrl/PandaGrid-v0", 2, seed=0, env_kwargs={"blink_prob": 0.5, "max_steps": 20})
+    env = make_masked_vec_env("maskrl/PandaGrid-v0", 2, seed=0, env_kwargs={"blink_prob": 0.5, "max_steps": 20})
     model = RecurrentPPO(
         MaskedRecurrentActorCriticPolicy,
         env,
@@ -457,7 +457,7 @@ def test_train_evaluate_safe_load_and_resume_from_the_command_line(tmp_path, cap
     safe = load_model_safely(run_dir / "final_model.zip")
     unsafe = RecurrentPPO.load(run_dir / "final_model.zip", device="cpu")
     assert type(safe) is RecurrentPPO and type(safe.policy) is MaskedRecurrentActorCriticPolicy
-    env = make_vec_env("maskrl/ToyMasked-v0", 2, seed=9, env_kwargs={"action_type": "multibinary"})
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 2, seed=9, env_kwargs={"action_type": "multibinary"})
     observations, starts = _record(unsafe, env)
     _assert_same_play(_play(safe, observations, starts), _play(unsafe, observations, starts))
 

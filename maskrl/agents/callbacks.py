@@ -10,7 +10,7 @@ from typing import TextIO
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
-from maskrl.agents.envs import VALID_ACTIONS_KEY
+from maskrl.agents.env_setup import VALID_ACTIONS_KEY
 from maskrl.masks import ACTION_MASK_KEY
 
 
@@ -23,8 +23,8 @@ class MaskStatsCallback(BaseCallback):
     - ``rollout/invalid_action_rate``: fraction of steps whose action was invalid (from
       ``info["invalid_action"]``, which maskrl envs and ``ActionMasksToObservation`` report);
     - ``rollout/valid_actions_mean``: mean number of valid actions per step, for every algorithm on an env with
-      masks (from ``info["valid_actions"]``, which the envs of :func:`maskrl.agents.envs.make_env` report whether
-      the algorithm sees the mask or not; else from the mask in the observation);
+      masks (from ``info["valid_actions"]``, which the envs of :func:`~maskrl.agents.env_setup.make_masked_env`
+      report whether the algorithm sees the mask or not; else from the mask in the observation);
     - ``env/<key>``: mean of each ``info["episode_stats"][key]`` over the episodes that ended.
 
     It only reads what the rollout already has: no extra call into the envs.

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 
-from maskrl.agents.envs import make_env
+from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.safe_load import load_model_safely
 from maskrl.agents.trajectory_dataset import TrajectoryDataset, save_dataset
@@ -91,7 +91,7 @@ def collect(
     :param seed: seeds the env's first reset and the random policy
     :raises ValueError: for an unsuitable env or a model of another env, in one line
     """
-    env = make_env(env_id, env_kwargs)
+    env = make_masked_env(env_id, env_kwargs)
     try:
         obs_dim = check_flat_observation_env(env, env_id)
         if model is not None and model.action_space != env.action_space:

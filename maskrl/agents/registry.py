@@ -30,7 +30,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from maskrl.agents.contrastive import ContrastivePPO
 from maskrl.agents.dqn import MaskedDQN, MaskedQRDQN, ResumableDQN, ResumableQRDQN
-from maskrl.agents.envs import HOW_TO_ADD_MASKS
+from maskrl.agents.env_setup import HOW_TO_ADD_MASKS
 from maskrl.masks import ACTION_MASK_KEY, MASK_KEYS
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy

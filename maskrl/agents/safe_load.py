@@ -29,7 +29,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import get_device
 
-from maskrl.agents.envs import make_vec_env  # importing it registers maskrl's envs with gymnasium
+from maskrl.agents.env_setup import make_masked_vec_env  # importing it registers maskrl's envs with gymnasium
 from maskrl.agents.hyperparams import MAX_YAML_NODES, import_object, load_yaml, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
 from maskrl.masks import MASK_KEYS
@@ -232,7 +232,9 @@ def build_model(config: dict[str, Any], device: torch.device | str = "cpu") -> B
         raise SafeLoadError(str(error)) from None
     try:
         # One env is enough: it only gives the spaces (and makes the returned model usable with learn()).
-        env = make_vec_env(config["env"], 1, None, "dummy", config.get("env_kwargs") or {}, sees_mask=spec.sees_mask)
+        env = make_masked_vec_env(
+            config["env"], 1, None, "dummy", config.get("env_kwargs") or {}, sees_mask=spec.sees_mask
+        )
     except Exception as error:  # the env constructor got the config's kwargs: any failure is theirs
         raise SafeLoadError(
             f"cannot make env {config['env']!r} with the env_kwargs of {CONFIG_FILE}: {first_line(error)}"

@@ -1,6 +1,6 @@
 """Build the (vectorised) envs an algorithm trains and is evaluated on.
 
-An env may give its action mask in one of three ways, and :func:`make_env` finds which:
+An env may give its action mask in one of three ways, and :func:`make_masked_env` finds which:
 
 - an ``"action_mask"`` key of a ``Dict`` observation (maskrl's envs, PettingZoo's convention): used as it is;
 - an ``action_masks()`` method (sb3-contrib's convention): put into the observation by ``ActionMasksToObservation``;
@@ -129,7 +129,7 @@ def describe_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvDe
         env.close()
 
 
-def make_env(
+def make_masked_env(
     env_id: str,
     env_kwargs: dict[str, Any] | None = None,
     sees_mask: bool = True,
@@ -167,7 +167,7 @@ def make_env(
     return env
 
 
-def make_vec_env(
+def make_masked_vec_env(
     env_id: str,
     n_envs: int = 1,
     seed: int | None = None,
@@ -177,7 +177,7 @@ def make_vec_env(
     render_mode: str | None = None,
     needs_mask: bool | None = None,
 ) -> VecEnv:
-    """Make ``n_envs`` copies of :func:`make_env` in a ``DummyVecEnv`` or ``SubprocVecEnv``.
+    """Make ``n_envs`` copies of :func:`make_masked_env` in a ``DummyVecEnv`` or ``SubprocVecEnv``.
 
     One env is built in this process first, so a bad id or kwarg fails here with a clear message
     rather than inside a worker process.
@@ -189,9 +189,9 @@ def make_vec_env(
         raise ValueError(f"unknown vec env '{vec_env}'; known: {', '.join(VEC_ENVS)}")
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-    make_env(env_id, env_kwargs, sees_mask, needs_mask=needs_mask).close()
+    make_masked_env(env_id, env_kwargs, sees_mask, needs_mask=needs_mask).close()
     # functools.partial of a module-level function pickles by reference: workers import maskrl.
-    env_fn = functools.partial(make_env, env_id, env_kwargs, sees_mask, render_mode, needs_mask)
+    env_fn = functools.partial(make_masked_env, env_id, env_kwargs, sees_mask, render_mode, needs_mask)
     venv = VEC_ENVS[vec_env]([env_fn] * n_envs)
     if seed is not None:
         venv.seed(seed)
