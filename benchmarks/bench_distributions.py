@@ -43,28 +43,26 @@ ratio is the median over rounds of the per-round ratio. The clock is the process
 thread (robust when other processes share the machine) and wall time otherwise (``--clock``). The thread
 count is fixed with ``torch.set_num_threads`` (default 1) and printed. A shape whose cost, estimated from
 one call of plain torch, exceeds ``--max-combo-seconds`` or the time left of ``--time-budget`` is skipped
-and listed, so a default run takes well under 3 minutes. CPU only.
+and listed. CPU only.
 
 Run from the repository root::
 
-    python benchmarks/bench_distributions.py            # default sweep, well under 3 minutes
-    python benchmarks/bench_distributions.py --quick    # a few seconds
-    python benchmarks/bench_distributions.py --batch-sizes 2048 --n-actions 256 --repeats 15 --threads 2
+    python -m benchmarks.bench_distributions            # default sweep
+    python -m benchmarks.bench_distributions --quick    # smoke run
+    python -m benchmarks.bench_distributions --batch-sizes 2048 --n-actions 256 --repeats 15 --threads 2
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import functools
 import math
 import platform
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import sb3_contrib
 import stable_baselines3
@@ -72,14 +70,9 @@ import torch
 from sb3_contrib.common.maskable.distributions import MaskableBernoulliDistribution, MaskableCategorical
 from torch.distributions import Bernoulli, Categorical, Distribution
 
-try:
-    from maskrl.policies import distributions as maskrl_distributions
-except ModuleNotFoundError:  # a checkout without ``pip install -e .``
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from maskrl.policies import distributions as maskrl_distributions
-
-MaskedCategorical = maskrl_distributions.MaskedCategorical
-MaskedBernoulli = maskrl_distributions.MaskedBernoulli
+from benchmarks.common import command_line, time_block, time_blocks
+from maskrl.policies import distributions as maskrl_distributions
+from maskrl.policies.distributions import MaskedBernoulli, MaskedCategorical
 
 #: ``make(logits, masks, validate_args)``; ``masks`` maps a mask kind ("bool", "int8") to the mask tensor.
 Factory = Callable[[torch.Tensor, dict[str, torch.Tensor], bool | None], Distribution]
@@ -184,25 +177,6 @@ def sanity_check(base: torch.Tensor, masks: dict[str, torch.Tensor], space: str 
     torch.testing.assert_close(ours.entropy(), theirs.entropy(), atol=1e-4, rtol=1e-4)
 
 
-def time_block(
-    variant: Variant,
-    base: torch.Tensor,
-    masks: dict[str, torch.Tensor],
-    validate_args: bool | None,
-    calls: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> float:
-    """Seconds per call over ``calls`` back-to-back calls, with the garbage collector paused."""
-    gc.disable()
-    try:
-        start = clock()
-        for _ in range(calls):
-            step(variant, base, masks, validate_args)
-        return (clock() - start) / calls
-    finally:
-        gc.enable()
-
-
 #: assumed cost of an average case relative to plain torch, for the up-front estimate of a shape's run time
 ESTIMATE_FACTOR = 2.0
 
@@ -217,10 +191,14 @@ def bench_shape(
     a shape that would break ``--max-combo-seconds`` or the remaining ``--time-budget`` costs one call.
     """
     base, masks = make_inputs(batch, n_actions, args.valid_frac, args.mask_layout, generator, args.space)
-    cases = [(mode, validate, variant) for mode, validate in VALIDATION_MODES for variant in VARIANTS]
-    reference = VARIANTS[0]
-    step(reference, base, masks, None)
-    probe = time_block(reference, base, masks, None, 1) * ESTIMATE_FACTOR
+    cases = {
+        (mode, variant.key): functools.partial(step, variant, base, masks, validate)
+        for mode, validate in VALIDATION_MODES
+        for variant in VARIANTS
+    }
+    reference = functools.partial(step, VARIANTS[0], base, masks, None)
+    reference()
+    probe = time_block(reference, 1, time.perf_counter) * ESTIMATE_FACTOR
     warmup = args.warmup if probe < 0.01 else 1
     estimate = len(cases) * (args.repeats * max(probe, args.block_ms / 1e3) + (warmup + 1) * probe)
     if estimate > args.max_combo_seconds:
@@ -228,20 +206,7 @@ def bench_shape(
     if estimate > seconds_left:
         return f"skipped: estimated {estimate:.0f} s > {max(seconds_left, 0):.0f} s left of --time-budget"
     sanity_check(base, masks, args.space)
-    calls: dict[tuple[str, str], int] = {}
-    for mode, validate, variant in cases:
-        for _ in range(warmup):
-            step(variant, base, masks, validate)
-        per_call = time_block(variant, base, masks, validate, 1, args.clock)
-        calls[mode, variant.key] = max(1, round(args.block_ms / 1e3 / per_call))
-    times: dict[tuple[str, str], list[float]] = {(mode, variant.key): [] for mode, _, variant in cases}
-    gc.collect()
-    for repeat in range(args.repeats):
-        shift = repeat % len(cases)
-        for mode, validate, variant in cases[shift:] + cases[:shift]:
-            per_call = time_block(variant, base, masks, validate, calls[mode, variant.key], args.clock)
-            times[mode, variant.key].append(per_call)
-    return times
+    return time_blocks(cases, args.repeats, args.block_ms / 1e3, args.clock, warmup)
 
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
@@ -359,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     VARIANTS = VARIANTS_BY_SPACE[args.space]
     torch.set_num_threads(args.threads)
     generator = torch.Generator().manual_seed(args.seed)
-    command = " ".join(shlex.quote(part) for part in [Path(sys.executable).name, *sys.argv])
+    command = command_line(__spec__.name, argv)
     print("## MaskedCategorical benchmark: construct + sample + log_prob + entropy + backward")
     print()
     print(f"- command: `{command}`")

@@ -19,9 +19,9 @@ each round alternating, so that machine noise hits both alike. Reported: env ste
 ``--repeats`` calls, on the wall clock and on the process's CPU time (which a loaded machine barely moves: time
 spent waiting for a core is not counted), and the ratio masked / unmasked of the medians. One torch thread.
 
-Run (about 8 minutes on a loaded 2-core machine)::
+Run::
 
-    python benchmarks/bench_dqn.py                  # writes docs/benchmarks/training_dqn_kart.json
+    python -m benchmarks.bench_dqn                  # writes docs/benchmarks/training_dqn_kart.json
 
 ``--quick`` is a smoke run.
 """
@@ -29,24 +29,17 @@ Run (about 8 minutes on a loaded 2-core machine)::
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import torch
-from gymnasium import spaces
 from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
-from stable_baselines3.common.vec_env import DummyVecEnv
 
+from benchmarks.common import make_vec_env_for, time_learn_calls, write_json
 from maskrl.agents.dqn import MaskedDQN
-from maskrl.agents.env_setup import make_masked_env, make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
-from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNPolicy
 
 ENV = "maskrl/Kart-v0"
@@ -54,32 +47,13 @@ VARIANTS = ("masked", "unmasked", "unmasked_dict")
 OUT = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "training_dqn_kart.json"
 
 
-class DropActionMask(gym.ObservationWrapper):
-    """Remove ``"action_mask"`` from a ``Dict`` observation, keeping the rest a ``Dict``."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        kept = {key: space for key, space in env.observation_space.spaces.items() if key != ACTION_MASK_KEY}
-        self.observation_space = spaces.Dict(kept)
-
-    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in observation.items() if key != ACTION_MASK_KEY}
-
-
-def _dict_env_without_mask() -> gym.Env:
-    return DropActionMask(make_masked_env(ENV))
-
-
 def build(variant: str, n_envs: int) -> BaseAlgorithm:
     """One variant's model on ``n_envs`` Kart envs (``DummyVecEnv``), seeded with 0, its buffer warmed up."""
     kwargs = resolve_algo_kwargs(load_hyperparams(ENV, "dqn"))
     kwargs["exploration_initial_eps"] = kwargs["exploration_final_eps"]  # the same exploration in every timed step
-    if variant == "unmasked_dict":
-        env = DummyVecEnv([_dict_env_without_mask] * n_envs)
-        env.seed(0)
-        env.action_space.seed(0)
-    else:
-        env = make_masked_vec_env(ENV, n_envs, 0, "dummy", sees_mask=variant == "masked")
+    env = make_vec_env_for(
+        ENV, n_envs, 0, sees_mask=variant == "masked", drop_only_action_mask=variant == "unmasked_dict"
+    )
     algo, policy = {
         "masked": (MaskedDQN, MaskedDQNPolicy),
         "unmasked": (DQN, "MlpPolicy"),
@@ -91,28 +65,21 @@ def build(variant: str, n_envs: int) -> BaseAlgorithm:
     return model
 
 
-def time_learn(model: BaseAlgorithm, steps: int) -> tuple[float, float]:
-    """Wall and CPU seconds of ``model.learn(steps)``, continuing the run."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.learn(steps, reset_num_timesteps=False)
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def run_cell(n_envs: int, steps: int, repeats: int) -> dict[str, Any]:
-    """Time both variants round-robin with ``n_envs`` envs; return the per-call speeds and their medians."""
+    """Time the variants round-robin with ``n_envs`` envs; return the per-call speeds and their medians."""
     models = {variant: build(variant, n_envs) for variant in VARIANTS}
-    calls: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
-    for repeat in range(repeats):
-        order = VARIANTS[repeat % 3 :] + VARIANTS[: repeat % 3]  # each variant goes first in turn
-        for variant in order:
-            wall, cpu = time_learn(models[variant], steps)
-            calls[variant].append({"wall_fps": steps / wall, "cpu_fps": steps / cpu})
+    timing = time_learn_calls(models, steps, repeats)
     for model in models.values():
         model.env.close()
-    medians = {
-        variant: {key: statistics.median(call[key] for call in calls[variant]) for key in ("wall_fps", "cpu_fps")}
+    calls = {
+        variant: [
+            {"wall_fps": wall, "cpu_fps": cpu}
+            for wall, cpu in zip(timing["steps_per_s"][variant], timing["cpu_steps_per_s"][variant], strict=True)
+        ]
         for variant in VARIANTS
     }
+    wall, cpu = timing["median_steps_per_s"], timing["median_cpu_steps_per_s"]
+    medians = {variant: {"wall_fps": wall[variant], "cpu_fps": cpu[variant]} for variant in VARIANTS}
     ratios = {
         f"{key}_vs_{other}": medians["masked"][key] / medians[other][key]
         for key in ("wall_fps", "cpu_fps")
@@ -170,9 +137,8 @@ def main() -> None:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "repeats": args.repeats,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"settings": settings, "cells": cells}, indent=1) + "\n")
-    print(f"\n{table(cells)}\n\nwritten to {args.out}")
+    print(f"\n{table(cells)}\n")
+    write_json(args.out, {"settings": settings, "cells": cells})
 
 
 if __name__ == "__main__":

@@ -9,21 +9,21 @@ independent of machine load.
 
 Cases: Kart with 4 (default) and 256 item types, PandaGrid, the herd at 8x8 (default) and 16x16.
 
-Run: ``python benchmarks/bench_mask_storage.py`` (a few seconds; ``--quick`` only runs Kart and the 8x8 herd).
+Run: ``python -m benchmarks.bench_mask_storage`` (``--quick`` only runs Kart and the 8x8 herd).
 Writes ``docs/benchmarks/mask_storage.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import numpy as np
 import torch
-from bench_training import ENV_BENCHES, OUT_DIR, VARIANTS, build
 from stable_baselines3.common.buffers import RolloutBuffer
 
+from benchmarks.bench_training import ENV_BENCHES, OUT_DIR, VARIANTS
+from benchmarks.common import build, write_json
 from maskrl.masks import MASK_KEYS
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
@@ -99,9 +99,7 @@ def main() -> None:
                 flush=True,
             )
     if not args.quick:
-        OUT_DIR.mkdir(parents=True, exist_ok=True)
-        (OUT_DIR / "mask_storage.json").write_text(json.dumps(rows, indent=1))
-        print(f"wrote {OUT_DIR / 'mask_storage.json'}")
+        write_json(OUT_DIR / "mask_storage.json", rows)
 
 
 if __name__ == "__main__":

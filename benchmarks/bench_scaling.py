@@ -13,17 +13,11 @@ Three sweeps, each timing one PPO-update-like call (forward + ``backward``) per 
    ``MaskableMultiCategoricalDistribution`` (one ``MaskableCategorical`` per cell, flat mask), then the whole
    ``GridNetPolicy.evaluate_actions`` + backward (channels 32, 64) with masks.
 
-4. ``fixes`` (``--sweeps fixes``, also in the default run) -- before/after of this session's fixes, old and new
-   code side by side in one process: (a) ``CategoricalMap``'s three mask validations vs the fused check, (b) the
-   per-cell probabilities as ``exp`` of masked normalised logits vs ``softmax``, (c) a masked policy's rollout
-   ``log_prob`` of its own sampled actions with and without torch's argument validation; printed as a table and
-   stored in ``scaling.json`` (no plot).
-
 Method: per shape, the cases are warmed up, then timed round-robin in blocks of ~``--block-ms`` of calls, on the
 process CPU clock with one torch thread; the time per call is the median over ``--repeats`` blocks. Machine load
 shifts absolute numbers; ratios between curves of one sweep are what the plots show best.
 
-Run: ``python benchmarks/bench_scaling.py`` (about 3 minutes; ``--quick`` for a smoke run).
+Run: ``python -m benchmarks.bench_scaling`` (``--quick`` for a smoke run, which writes no files).
 Writes ``docs/benchmarks/scaling.json`` and ``scaling_distribution.png``, ``scaling_attention.png``,
 ``scaling_grid.png`` there.
 """
@@ -31,9 +25,7 @@ Writes ``docs/benchmarks/scaling.json`` and ``scaling_distribution.png``, ``scal
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,32 +37,16 @@ from matplotlib.figure import Figure
 from sb3_contrib.common.maskable.distributions import MaskableCategorical, MaskableMultiCategoricalDistribution
 from torch.distributions import Categorical
 
+from benchmarks.common import save_figure, time_blocks, write_json
 from maskrl.policies import CategoricalMap, EntityAttentionExtractor, GridNetPolicy, MaskedCategorical
-from maskrl.policies.categorical_map import _masks_pass
-from maskrl.policies.distributions import as_bool_mask
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 
 
 def time_cases(cases: dict[str, Callable[[], Any]], repeats: int, block_ms: float) -> dict[str, float]:
     """Median CPU µs per call of each case, timed round-robin in blocks."""
-    per_block: dict[str, int] = {}
-    for name, fn in cases.items():
-        fn()  # warm-up
-        start = time.process_time()
-        fn()
-        one = max(time.process_time() - start, 1e-5)
-        per_block[name] = max(1, int(block_ms / 1e3 / one))
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    names = list(cases)
-    for repeat in range(repeats):
-        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
-            fn, k = cases[name], per_block[name]
-            start = time.process_time()
-            for _ in range(k):
-                fn()
-            samples[name].append((time.process_time() - start) / k * 1e6)
-    return {name: statistics.median(values) for name, values in samples.items()}
+    blocks = time_blocks(cases, repeats, block_ms / 1e3)
+    return {name: statistics.median(seconds) * 1e6 for name, seconds in blocks.items()}
 
 
 def distribution_cases(n: int, batch: int, generator: torch.Generator) -> dict[str, Callable[[], Any]]:
@@ -158,67 +134,10 @@ def grid_cases(side: int, batch: int, generator: torch.Generator) -> dict[str, C
         (values.mean() + log_prob.mean() + entropy.mean()).backward()
 
     cases = {"maskrl CategoricalMap (masks)": step_map(True), "CategoricalMap (no masks)": step_map(False)}
-    if side <= 16:  # one python-level Categorical per cell: 1024 of them at 32x32 take seconds per call
+    if side <= 16:  # one python-level Categorical per cell: too slow for 32x32
         cases["sb3-contrib MaskableMultiCategorical"] = step_sb3c
     cases["GridNetPolicy.evaluate_actions (masks)"] = step_policy
     return cases
-
-
-def fix_cases(generator: torch.Generator) -> dict[str, dict[str, Callable[[], Any]]]:
-    """Old vs new code of each fix, at the herd's rollout (8 envs) and update (batch 128) shapes and Kart's."""
-    groups: dict[str, dict[str, Callable[[], Any]]] = {}
-    for batch in (8, 128):
-        logits = torch.randn(batch, 5, 8, 8, generator=generator)
-        agent = (torch.rand(batch, 8, 8, generator=generator) < 0.1).to(torch.int8)
-        action_mask = (torch.rand(batch, 5, 8, 8, generator=generator) < 0.7).to(torch.int8)
-        action_mask[:, 0] = 1
-        cells = logits[:, 0]
-
-        def old_checks(
-            agent: torch.Tensor = agent,
-            action_mask: torch.Tensor = action_mask,
-            logits: torch.Tensor = logits,
-            cells: torch.Tensor = cells,
-        ) -> None:
-            agent_bool = as_bool_mask(agent, cells, validate=True, check_rows=False)
-            as_bool_mask(action_mask, logits, validate=True, check_rows=False)
-            stranded = agent_bool & (action_mask.view(torch.uint8).amax(dim=1) == 0)
-            assert not bool(stranded.any())
-
-        def new_checks(
-            agent: torch.Tensor = agent,
-            action_mask: torch.Tensor = action_mask,
-            logits: torch.Tensor = logits,
-            cells: torch.Tensor = cells,
-        ) -> None:
-            assert _masks_pass(agent, action_mask)
-            as_bool_mask(agent, cells, validate=False, check_rows=False)
-            as_bool_mask(action_mask, logits, validate=False, check_rows=False)
-
-        groups[f"CategoricalMap mask validation, {batch} x 5 x 8 x 8"] = {"before": old_checks, "after": new_checks}
-    densities = (("10% agent cells, 70% valid", 0.1, 0.7), ("all agent cells, 30% valid", 1.0, 0.3))
-    for label, agent_frac, valid_frac in densities:
-        # Only agent cells keep masked entries (empty cells are made all-valid), so the density of masked
-        # entries, not the shape, decides what exp costs.
-        agent = (torch.rand(128, 8, 8, generator=generator) < agent_frac).to(torch.int8)
-        action_mask = (torch.rand(128, 5, 8, 8, generator=generator) < valid_frac).to(torch.int8)
-        action_mask[:, 0] = 1
-        normalised = CategoricalMap(torch.randn(128, 5, 8, 8, generator=generator), agent, action_mask).logits
-        groups[f"CategoricalMap probs, 128 x 5 x 8 x 8, {label}"] = {
-            "before": lambda x=normalised: x.exp(),
-            "after": lambda x=normalised: torch.softmax(x, dim=1),
-        }
-    for batch in (1, 8):
-        mask = (torch.rand(batch, 9, generator=generator) < 0.5).to(torch.int8)
-        mask[:, 0] = 1
-        dist = MaskedCategorical(torch.randn(batch, 9, generator=generator), mask)
-        quiet = MaskedCategorical(dist.logits, mask, validate_args=False)
-        action = dist.sample()
-        groups[f"rollout log_prob of own sample, Kart {batch} x 9"] = {
-            "before": lambda d=dist, a=action: d.log_prob(a),
-            "after": lambda d=quiet, a=action: d.log_prob(a),
-        }
-    return groups
 
 
 SWEEPS: dict[str, tuple[str, str, list[int], list[int], Callable[..., dict[str, Callable[[], Any]]], int]] = {
@@ -251,7 +170,7 @@ SWEEPS: dict[str, tuple[str, str, list[int], list[int], Callable[..., dict[str, 
 
 
 def plot(name: str, result: dict[str, Any], path: Path) -> None:
-    fig = Figure(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2), dpi=110)
     ax = fig.add_subplot()
     for case in result["cases"]:
         xs = [x for x, point in zip(result["sizes"], result["us"], strict=True) if case in point]
@@ -264,13 +183,12 @@ def plot(name: str, result: dict[str, Any], path: Path) -> None:
     ax.set_title(result["title"], fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", nargs="+", choices=[*SWEEPS, "fixes"], default=[*SWEEPS, "fixes"])
+    parser.add_argument("--sweeps", nargs="+", choices=list(SWEEPS), default=list(SWEEPS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--block-ms", type=float, default=40.0)
     parser.add_argument("--quick", action="store_true", help="two sizes per sweep, 2 repeats, no files written")
@@ -281,8 +199,6 @@ def main() -> None:
         args.repeats, args.block_ms = 2, 10.0
     results: dict[str, Any] = {}
     for name in args.sweeps:
-        if name == "fixes":
-            continue
         xlabel, title, sizes, quick_sizes, builder, batch = SWEEPS[name]
         sizes = quick_sizes if args.quick else sizes
         points = []
@@ -292,26 +208,11 @@ def main() -> None:
             print(f"{name} {size}: " + ", ".join(f"{case} {t:.0f} µs" for case, t in us.items()), flush=True)
         cases = list(dict.fromkeys(case for point in points for case in point))
         results[name] = {"xlabel": xlabel, "title": title, "batch": batch, "sizes": sizes, "cases": cases, "us": points}
-    if "fixes" in args.sweeps:
-        fixes = {}
-        print("\n| fix | before µs | after µs | before/after |\n|---|---:|---:|---:|")
-        for label, cases in fix_cases(generator).items():
-            us = time_cases(cases, args.repeats, args.block_ms)
-            fixes[label] = us
-            ratio = us["before"] / us["after"]
-            print(f"| {label} | {us['before']:.1f} | {us['after']:.1f} | {ratio:.1f}x |", flush=True)
     if args.quick:
         return
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    if "fixes" in args.sweeps:
-        results["fixes"] = fixes
+    write_json(OUT_DIR / "scaling.json", results)
     for name, result in results.items():
-        if name == "fixes":
-            continue
         plot(name, result, OUT_DIR / f"scaling_{name}.png")
-    with open(OUT_DIR / "scaling.json", "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"wrote {OUT_DIR}/scaling*.png and scaling.json")
 
 
 if __name__ == "__main__":

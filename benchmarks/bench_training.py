@@ -30,7 +30,7 @@ moves (time spent waiting for a core is not counted); with SubprocVecEnv it woul
 time counts there.
 
 Breakdown, measured inside the same timed calls with the process's CPU time for DummyVecEnv and the wall clock for
-SubprocVecEnv (whose env time is mostly waiting for the workers); four clock reads per env step, ~1-2 µs:
+SubprocVecEnv (whose env time is mostly waiting for the workers); four clock reads per env step:
 
 - ``env``: ``step_async`` + ``step_wait`` of a thin ``VecEnvWrapper`` around the vec env (the workers' time and
   IPC for ``SubprocVecEnv``);
@@ -41,94 +41,40 @@ SubprocVecEnv (whose env time is mostly waiting for the workers); four clock rea
 
 Each is reported in µs per env step (median over the repeats).
 
-Run (as in docs/benchmarks.md; each 5-10 minutes on a loaded 2-core machine)::
+Run (as in docs/benchmarks.md)::
 
-    python benchmarks/bench_training.py --env kart --with-before   # 2 PPO iterations per call, 5 repeats
-    python benchmarks/bench_training.py --env grid --with-before   # 2 iterations, 5 repeats
-    python benchmarks/bench_training.py --env herd --with-before   # 1 iteration, 3 repeats (MaskablePPO is slow)
+    python -m benchmarks.bench_training --env kart   # 2 PPO iterations per call, 5 repeats
+    python -m benchmarks.bench_training --env grid   # 2 iterations, 5 repeats
+    python -m benchmarks.bench_training --env herd   # 1 iteration, 3 repeats (MaskablePPO is slow)
 
 ``--profile maskrl`` (or another variant) runs cProfile on the first cell instead of timing (e.g.
-``--env kart --vec-envs dummy --n-envs 1 --profile maskrl_before``). ``--quick`` for a smoke run.
+``--env kart --vec-envs dummy --n-envs 1 --profile maskrl``). ``--quick`` for a smoke run.
 Writes ``docs/benchmarks/training_<env>.json`` (``--out`` to change).
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import functools
-import json
 import pstats
-import statistics
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3 import PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import Schedule
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 from torch import nn
 
-from maskrl.agents.env_setup import make_masked_env, make_masked_vec_env
-from maskrl.masks import ACTION_MASK_KEY, GRID_KEY
+from benchmarks.common import EnvBench, breakdown_table, build, throughput_parser, time_cell, time_cells, write_json
+from maskrl.masks import GRID_KEY
 from maskrl.policies import EntityAttentionExtractor, GridNetPolicy, MaskedActorCriticPolicy, MaskedMultiInputPolicy
 
 OUT_DIR = Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
 VARIANTS = ("maskrl", "maskable", "unmasked")
-PARTS = ("env", "forward", "rollout_other", "update")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Envs
-
-
-class DropActionMask(gym.ObservationWrapper):
-    """Remove only ``"action_mask"`` from a ``Dict`` observation (PandaGrid keeps its ``"visibility"`` feature mask).
-
-    :param env: env with a ``Dict`` observation holding ``"action_mask"``
-    """
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.observation_space = spaces.Dict(
-            {key: space for key, space in env.observation_space.spaces.items() if key != ACTION_MASK_KEY}
-        )
-
-    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in observation.items() if key != ACTION_MASK_KEY}
-
-
-def _make_env_without_action_mask(env_id: str, env_kwargs: dict[str, Any] | None) -> gym.Env:
-    return DropActionMask(make_masked_env(env_id, env_kwargs))
-
-
-def make_venv(
-    env_id: str,
-    variant: str,
-    vec_env: str,
-    n_envs: int,
-    drop_only_action_mask: bool,
-    env_kwargs: dict[str, Any] | None = None,
-) -> VecEnv:
-    """The vec env a variant trains on (seeded with 0)."""
-    if variant == "maskrl" or not drop_only_action_mask:
-        return make_masked_vec_env(env_id, n_envs, 0, vec_env, env_kwargs, sees_mask=variant == "maskrl")
-    venv_class = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}[vec_env]
-    venv = venv_class([functools.partial(_make_env_without_action_mask, env_id, env_kwargs)] * n_envs)
-    venv.seed(0)
-    venv.action_space.seed(0)
-    return venv
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -233,18 +179,6 @@ class MaskableGridNetPolicy(MaskableActorCriticPolicy):
 # The three variants per env
 
 
-@dataclass(frozen=True)
-class EnvBench:
-    """What one env's benchmark trains: the env, PPO's rollout length and each variant's (algo, policy, kwargs)."""
-
-    env_id: str
-    n_steps: int
-    variants: dict[str, tuple[type[BaseAlgorithm], Any, dict[str, Any]]]
-    drop_only_action_mask: bool = False
-    notes: str = ""
-    env_kwargs: dict[str, Any] | None = None
-
-
 _ATTENTION = dict(
     features_extractor_class=EntityAttentionExtractor,
     features_extractor_kwargs=dict(embed_dim=32, n_heads=2, n_blocks=2),
@@ -283,7 +217,7 @@ ENV_BENCHES: dict[str, EnvBench] = {
         notes="GridNet convs (32, 64) for all; maskable = same convs + 64 MaskableCategoricals; "
         "unmasked = GridNetPolicy(use_agent_mask=False) on the grid alone",
     ),
-    # sb3-contrib#283: MultiBinary(339) with masks ran at ~5 steps/s against ~140 unmasked there.
+    # sb3-contrib#283: MultiBinary(339) with masks, MaskablePPO's slowest case.
     "bits": EnvBench(
         "maskrl/ToyMasked-v0",
         64,
@@ -298,176 +232,14 @@ ENV_BENCHES: dict[str, EnvBench] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Timing
-
-
-@dataclass
-class Timers:
-    """Seconds accumulated in each part of a ``learn()`` call."""
-
-    env: float = 0.0
-    forward: float = 0.0
-    rollout: float = 0.0
-    update: float = 0.0
-    #: process CPU time for DummyVecEnv (all the work is in this process; robust to load), wall time for Subproc
-    clock: Callable[[], float] = time.perf_counter
-
-    def reset(self) -> None:
-        self.env = self.forward = self.rollout = self.update = 0.0
-
-
-class TimedVecEnv(VecEnvWrapper):
-    """Adds the wall time from ``step_async`` to the end of ``step_wait`` to ``timers.env``."""
-
-    def __init__(self, venv: VecEnv, timers: Timers):
-        super().__init__(venv)
-        self.timers = timers
-        self._start = 0.0
-
-    def reset(self) -> Any:
-        return self.venv.reset()
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._start = self.timers.clock()
-        self.venv.step_async(actions)
-
-    def step_wait(self) -> Any:
-        out = self.venv.step_wait()
-        self.timers.env += self.timers.clock() - self._start
-        return out
-
-
-def _timed(function: Callable[..., Any], timers: Timers, name: str) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = timers.clock()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            setattr(timers, name, getattr(timers, name) + timers.clock() - start)
-
-    return wrapper
-
-
-def _forward_before_fix(policy: Any) -> Callable[..., Any]:
-    """The policy's ``forward`` as it was before ``own_actions_log_prob``: log_prob re-validates the sampled actions."""
-
-    def forward(obs: Any, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if isinstance(policy, GridNetPolicy):
-            encoding = policy._encode(obs)
-            distribution = policy._distribution(encoding, obs)
-            actions = distribution.get_actions(deterministic=deterministic)
-            return actions, policy._values(encoding), distribution.log_prob(actions)
-        latent_pi, latent_vf = policy._latents(obs)
-        values = policy.value_net(latent_vf)
-        distribution = policy._masked_distribution(latent_pi, obs)
-        actions = distribution.get_actions(deterministic=deterministic)
-        log_prob = distribution.log_prob(actions)
-        return actions.reshape((-1, *policy.action_space.shape)), values, log_prob
-
-    return forward
-
-
-def build(
-    bench: EnvBench,
-    variant: str,
-    vec_env: str,
-    n_envs: int,
-    n_epochs: int,
-    env_kwargs: dict[str, Any] | None = None,
-    hooks: bool = True,
-) -> tuple[BaseAlgorithm, Timers]:
-    """Build one variant's model with its timing hooks (instance attributes shadow the methods ``learn`` calls).
-
-    :param hooks: install the timing hooks (off for ``--profile``, where cProfile would count them)
-    """
-    before_fix = variant == "maskrl_before"
-    if before_fix:
-        variant = "maskrl"
-    algo, policy, policy_kwargs = bench.variants[variant]
-    timers = Timers(clock=time.process_time if vec_env == "dummy" else time.perf_counter)
-    env_kwargs = env_kwargs if env_kwargs is not None else bench.env_kwargs
-    raw_venv = make_venv(bench.env_id, variant, vec_env, n_envs, bench.drop_only_action_mask, env_kwargs)
-    venv = TimedVecEnv(raw_venv, timers) if hooks else raw_venv
-    model = algo(
-        policy,
-        venv,
-        n_steps=bench.n_steps,
-        batch_size=bench.n_steps,
-        n_epochs=n_epochs,
-        learning_rate=3e-4,
-        policy_kwargs=dict(policy_kwargs),
-        seed=0,
-        device="cpu",
-    )
-    if before_fix:
-        model.policy.forward = _forward_before_fix(model.policy)  # type: ignore[method-assign]
-    if not hooks:
-        return model, timers
-    model.collect_rollouts = _timed(model.collect_rollouts, timers, "rollout")  # type: ignore[method-assign]
-    model.train = _timed(model.train, timers, "update")  # type: ignore[method-assign]
-    model.policy.forward = _timed(model.policy.forward, timers, "forward")  # type: ignore[method-assign]
-    return model, timers
-
-
-def run_cell(
-    bench: EnvBench,
-    vec_env: str,
-    n_envs: int,
-    iterations: int,
-    repeats: int,
-    n_epochs: int,
-    variants: tuple[str, ...] = VARIANTS,
-) -> dict[str, Any]:
-    """Time the variants round-robin on one (vec env, n_envs) cell."""
-    models = {variant: build(bench, variant, vec_env, n_envs, n_epochs) for variant in variants}
-    steps = iterations * bench.n_steps * n_envs
-    for model, _ in models.values():
-        model.learn(bench.n_steps * n_envs)  # warm-up: first rollout, first update
-    rates: dict[str, list[float]] = {variant: [] for variant in variants}
-    cpu_rates: dict[str, list[float]] = {variant: [] for variant in variants}
-    parts: dict[str, dict[str, list[float]]] = {variant: {part: [] for part in PARTS} for variant in variants}
-    order = list(models)
-    for repeat in range(repeats):
-        # Rotate which variant goes first, so no variant always runs right after the same one.
-        for variant in order[repeat % len(order) :] + order[: repeat % len(order)]:
-            model, timers = models[variant]
-            timers.reset()
-            start, cpu_start = time.perf_counter(), time.process_time()
-            model.learn(steps, reset_num_timesteps=False)
-            rates[variant].append(steps / (time.perf_counter() - start))
-            cpu_rates[variant].append(steps / (time.process_time() - cpu_start))
-            per_step = 1e6 / steps  # seconds -> µs per env step
-            parts[variant]["env"].append(timers.env * per_step)
-            parts[variant]["forward"].append(timers.forward * per_step)
-            parts[variant]["rollout_other"].append((timers.rollout - timers.env - timers.forward) * per_step)
-            parts[variant]["update"].append(timers.update * per_step)
-    for model, _ in models.values():
-        model.get_env().close()
-    med = {variant: statistics.median(values) for variant, values in rates.items()}
-    before = {}
-    if "maskrl_before" in med:
-        before = {
-            "ratio_before_unmasked": med["maskrl_before"] / med["unmasked"],
-            "ratio_before_maskable": med["maskrl_before"] / med["maskable"],
-            "ratio_maskrl_before": med["maskrl"] / med["maskrl_before"],
-        }
-    return {
-        "vec_env": vec_env,
-        "n_envs": n_envs,
-        "steps_per_timed_call": steps,
-        "steps_per_s": rates,
-        "median_steps_per_s": med,
-        "ratio_maskrl_unmasked": med["maskrl"] / med["unmasked"],
-        "ratio_maskrl_maskable": med["maskrl"] / med["maskable"],
-        "ratio_maskable_unmasked": med["maskable"] / med["unmasked"],
-        # CPU time of this process: with DummyVecEnv that is all the work, and it barely moves with machine load
-        # (time the process waits for a core is not counted); with SubprocVecEnv it misses the workers' time.
-        "median_cpu_steps_per_s": {v: statistics.median(x) for v, x in cpu_rates.items()},
-        "cpu_steps_per_s": cpu_rates,
-        "us_per_step": {v: {p: statistics.median(x) for p, x in parts[v].items()} for v in variants},
-        **before,
-    }
+def run_cell(bench: EnvBench, vec_env: str, n_envs: int, iterations: int, repeats: int, n_epochs: int) -> dict:
+    """Time the three variants round-robin on one (vec env, n_envs) cell; add the ratios of their medians."""
+    cell = time_cell(bench, VARIANTS, vec_env, n_envs, iterations, repeats, n_epochs)
+    med = cell["median_steps_per_s"]
+    cell["ratio_maskrl_unmasked"] = med["maskrl"] / med["unmasked"]
+    cell["ratio_maskrl_maskable"] = med["maskrl"] / med["maskable"]
+    cell["ratio_maskable_unmasked"] = med["maskable"] / med["unmasked"]
+    return cell
 
 
 def profile(bench: EnvBench, variant: str, vec_env: str, n_envs: int, iterations: int, n_epochs: int) -> None:
@@ -482,6 +254,18 @@ def profile(bench: EnvBench, variant: str, vec_env: str, n_envs: int, iterations
     pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
+def describe_cell(cell: dict[str, Any]) -> str:
+    """One line on a timed cell: each variant's steps per second and the ratios (of CPU time too for dummy)."""
+    line = ", ".join(f"{v} {cell['median_steps_per_s'][v]:.0f}/s" for v in VARIANTS)
+    line += (
+        f"; maskrl/unmasked {cell['ratio_maskrl_unmasked']:.2f}, maskrl/maskable {cell['ratio_maskrl_maskable']:.2f}"
+    )
+    if cell["vec_env"] == "dummy":
+        cpu = cell["median_cpu_steps_per_s"]
+        line += f"; CPU-time ratios {cpu['maskrl'] / cpu['unmasked']:.2f}, {cpu['maskrl'] / cpu['maskable']:.2f}"
+    return line
+
+
 def print_tables(env_name: str, cells: list[dict[str, Any]]) -> None:
     """Markdown tables: throughput and ratios, then the breakdown."""
     print(f"\n### {env_name}: env steps per second (median) and ratios of medians\n")
@@ -489,12 +273,6 @@ def print_tables(env_name: str, cells: list[dict[str, Any]]) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for c in cells:
         m = c["median_steps_per_s"]
-        if "maskrl_before" in m:
-            print(
-                f"| {c['vec_env']} | {c['n_envs']} | before fix: {m['maskrl_before']:.0f} | | "
-                f"| {c['ratio_before_unmasked']:.2f} | {c['ratio_before_maskable']:.2f} "
-                f"| maskrl/before {c['ratio_maskrl_before']:.2f} |"
-            )
         print(
             f"| {c['vec_env']} | {c['n_envs']} | {m['maskrl']:.0f} | {m['maskable']:.0f} | {m['unmasked']:.0f} "
             f"| {c['ratio_maskrl_unmasked']:.2f} | {c['ratio_maskrl_maskable']:.2f} "
@@ -511,39 +289,18 @@ def print_tables(env_name: str, cells: list[dict[str, Any]]) -> None:
                 f"| {cpu['maskable'] / cpu['unmasked']:.2f} |"
             )
     print(f"\n### {env_name}: breakdown, µs per env step (median; CPU time for dummy, wall time for subproc)\n")
-    print("| vec env | n_envs | variant | env step | policy forward | rollout other | PPO update | total |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
-    for c in cells:
-        for v in c["us_per_step"]:
-            p = c["us_per_step"][v]
-            rate = c["median_cpu_steps_per_s" if c["vec_env"] == "dummy" else "median_steps_per_s"][v]
-            total = 1e6 / rate
-            print(
-                f"| {c['vec_env']} | {c['n_envs']} | {v} | {p['env']:.1f} | {p['forward']:.1f} "
-                f"| {p['rollout_other']:.1f} | {p['update']:.1f} | {total:.1f} |"
-            )
+    print(breakdown_table(cells))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", choices=list(ENV_BENCHES), default="kart")
-    parser.add_argument("--vec-envs", nargs="+", default=["dummy", "subproc"], choices=["dummy", "subproc"])
-    parser.add_argument("--n-envs", nargs="+", type=int, default=[1, 2, 4, 8])
+    parser = throughput_parser(__doc__, ENV_BENCHES, "kart", [1, 2, 4, 8])
     parser.add_argument("--iterations", type=int, default=None, help="PPO iterations per timed learn() call")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per variant (default 5; herd 3)")
-    parser.add_argument("--n-epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these small nets)")
-    parser.add_argument("--out", type=Path, default=None, help="default docs/benchmarks/training_<env>.json")
-    parser.add_argument("--quick", action="store_true", help="dummy only, 2 envs, 1 repeat, 1 iteration")
     parser.add_argument(
         "--profile",
-        choices=[*VARIANTS, "maskrl_before"],
+        choices=VARIANTS,
         help="instead of timing: cProfile one variant's learn() on the first --vec-envs/--n-envs cell, print the top",
-    )
-    parser.add_argument(
-        "--with-before",
-        action="store_true",
-        help="also time maskrl with its forward as before the fix (log_prob re-validates the sampled actions)",
     )
     args = parser.parse_args()
     bench = ENV_BENCHES[args.env]
@@ -554,53 +311,31 @@ def main() -> None:
     if args.quick:
         args.vec_envs, args.n_envs, args.repeats, args.iterations = ["dummy"], [2], 1, 1
     torch.set_num_threads(args.threads)
-    out = args.out or OUT_DIR / f"training_{args.env}{'_quick' if args.quick else ''}.json"
-
     if args.profile:
         profile(bench, args.profile, args.vec_envs[0], args.n_envs[0], args.iterations * args.repeats, args.n_epochs)
         return
-    load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {bench.env_id}: {bench.notes}")
-    print(f"PPO n_steps={bench.n_steps} batch_size={bench.n_steps} n_epochs={args.n_epochs}; {load_before}", flush=True)
-    started = time.time()
-    variants = (*VARIANTS, "maskrl_before") if args.with_before else VARIANTS
-    cells = []
-    for vec_env in args.vec_envs:
-        for n_envs in args.n_envs:
-            cell = run_cell(bench, vec_env, n_envs, args.iterations, args.repeats, args.n_epochs, variants)
-            cells.append(cell)
-            print(
-                f"{vec_env} x {n_envs}: "
-                + ", ".join(f"{v} {cell['median_steps_per_s'][v]:.0f}/s" for v in variants)
-                + f"; maskrl/unmasked {cell['ratio_maskrl_unmasked']:.2f}, "
-                f"maskrl/maskable {cell['ratio_maskrl_maskable']:.2f}"
-                + (
-                    f"; CPU-time ratios {cpu['maskrl'] / cpu['unmasked']:.2f}, {cpu['maskrl'] / cpu['maskable']:.2f}"
-                    if (cpu := cell["median_cpu_steps_per_s"]) and vec_env == "dummy"
-                    else ""
-                ),
-                flush=True,
-            )
-    load_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print_tables(args.env, cells)
-    print(f"\n{time.time() - started:.0f} s; load before: {load_before}; after: {load_after}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"PPO n_steps={bench.n_steps} batch_size={bench.n_steps} n_epochs={args.n_epochs}", flush=True)
+    timing = time_cells(
+        args.vec_envs,
+        args.n_envs,
+        lambda vec_env, n_envs: run_cell(bench, vec_env, n_envs, args.iterations, args.repeats, args.n_epochs),
+        describe_cell,
+    )
+    print_tables(args.env, timing["cells"])
+    print(f"\n{timing['seconds']:.0f} s; load before: {timing['uptime_before']}; after: {timing['uptime_after']}")
     result = {
         "env": bench.env_id,
         "notes": bench.notes,
         "ppo": {"n_steps": bench.n_steps, "batch_size": bench.n_steps, "n_epochs": args.n_epochs},
         "iterations_per_call": args.iterations,
         "repeats": args.repeats,
-        "variants": list(variants),
+        "variants": list(VARIANTS),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "uptime_before": load_before,
-        "uptime_after": load_after,
-        "seconds": time.time() - started,
-        "cells": cells,
+        **timing,
     }
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_json(args.out or OUT_DIR / f"training_{args.env}{'_quick' if args.quick else ''}.json", result)
 
 
 if __name__ == "__main__":

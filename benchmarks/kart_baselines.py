@@ -3,16 +3,15 @@
 Runs the same seeds for four policies (uniformly random valid actions, always accelerate, the heuristic driver
 without items, the heuristic driver with items) and prints a markdown table::
 
-    python benchmarks/kart_baselines.py --episodes 100 --seed 0 --n-item-types 4
+    python -m benchmarks.kart_baselines --episodes 100 --seed 0 --n-item-types 4
 """
 
 import argparse
-import shlex
-import sys
 from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.common import command_line
 from maskrl.envs.kart import ACCELERATE, KartEnv, scripted_action
 
 Policy = Callable[[KartEnv, np.random.Generator], int]
@@ -72,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-item-types", type=int, default=4)
     args = parser.parse_args(argv)
 
-    print(f"`{shlex.join(['python', *sys.argv])}`\n")
+    print(f"`{command_line(__spec__.name, argv)}`\n")
     print(
         f"maskrl/Kart-v0, n_item_types={args.n_item_types}, {args.episodes} episodes (seeds {args.seed}.."
         f"{args.seed + args.episodes - 1})\n"

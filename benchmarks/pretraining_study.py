@@ -20,21 +20,18 @@ Measured: the mean training episode return (last 100 episodes) after every PPO r
 sample-efficiency summary), and a final evaluation on fixed seeds, stochastic (sampled actions) and deterministic
 (the mode: on Kart a half-trained policy's mode is often "always accelerate", which scores about 4.4 whatever the
 rest of the policy is, so the stochastic one says more). CPU times are per process. Writes ``results.json``
-(after every run, so an interrupted study keeps its finished runs: ``--report`` redoes plots and tables from it),
-``finetune_curves.png`` and ``pretraining_curves.png``, and prints markdown tables.
+(after every fine-tuning run, so an interrupted study keeps its finished runs: ``--continue`` skips them and reuses
+the encoders, ``--plot-only`` (or ``--report``) redoes plots and tables from it), ``finetune_curves.png`` and
+``pretraining_curves.png``, and prints markdown tables.
 
-Run: ``nice -n 5 python benchmarks/pretraining_study.py --out docs/trajectory_pretraining`` (``--quick`` for a smoke
-run; ``--jobs`` runs in parallel, one torch thread each).
+Run: ``nice -n 5 python -m benchmarks.pretraining_study --out docs/trajectory_pretraining`` (``--quick`` for a smoke
+run).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import shlex
-import sys
+import functools
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,20 +40,34 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from maskrl.agents.collect_trajectories import collect
+from benchmarks.common import (
+    Record,
+    ResultsFile,
+    StudyParser,
+    TrainingCurves,
+    by_variant,
+    command_line,
+    curve,
+    evaluate,
+    label_axes,
+    learn,
+    mean_std,
+    save_figure,
+    study_runs,
+    variant_bands,
+)
 from maskrl.agents.env_setup import make_masked_env
-from maskrl.agents.pretrain import PretrainSettings, pretrain
-from maskrl.agents.trajectory_dataset import WindowSampler, load_dataset, save_dataset
-from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.attention_masks import causal_mask
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
+from maskrl.representation.collect import collect
+from maskrl.representation.dataset import WindowSampler, load_dataset, save_dataset
+from maskrl.representation.pretrain import PretrainSettings, pretrain
+from maskrl.representation.window import TrajectoryWindow
 
 ENV = "maskrl/Kart-v0"
 WINDOW = 4
@@ -89,26 +100,7 @@ PPO_KWARGS: dict[str, Any] = dict(
 )
 N_ENVS = 8
 NET_ARCH = [64, 64]
-
-
-class TrainingCurves(BaseCallback):
-    """After each rollout: env steps and the mean return of the last 100 training episodes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[dict[str, float]] = []
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.model.ep_info_buffer:
-            self.rows.append(
-                {
-                    "steps": float(self.num_timesteps),
-                    "return": float(np.mean([info["r"] for info in self.model.ep_info_buffer])),
-                }
-            )
+EVAL_SEED = 10_000
 
 
 def _make_env(window: bool) -> Any:
@@ -116,8 +108,13 @@ def _make_env(window: bool) -> Any:
     return TrajectoryWindow(env, WINDOW) if window else env
 
 
+def _vec_env(window: bool, seed: int) -> VecEnv:
+    venv = DummyVecEnv([functools.partial(_make_env, window)] * N_ENVS)
+    venv.seed(seed)
+    return venv
+
+
 def run_pretraining(subset: str, data_path: str, out: str, steps: int) -> dict[str, Any]:
-    torch.set_num_threads(1)
     settings = PretrainSettings(objectives=SUBSETS[subset], window=WINDOW, steps=steps, seed=0)
     logger = configure(str(Path(out) / "tb"), ["tensorboard", "csv"])
     cpu_start = time.process_time()
@@ -126,10 +123,8 @@ def run_pretraining(subset: str, data_path: str, out: str, steps: int) -> dict[s
 
 
 def run_finetune(arm: str, seed: int, timesteps: int, eval_episodes: int, encoders: str) -> dict[str, Any]:
-    torch.set_num_threads(1)
     subset, frozen, window = ARMS[arm]
-    venv = DummyVecEnv([lambda: _make_env(window)] * N_ENVS)
-    venv.seed(seed)
+    venv = _vec_env(window, seed)
     if window:
         extractor_kwargs = dict(frozen=frozen, pretrained=None if subset is None else str(Path(encoders) / subset))
         policy_kwargs = dict(
@@ -141,20 +136,17 @@ def run_finetune(arm: str, seed: int, timesteps: int, eval_episodes: int, encode
     model = PPO(policy, venv, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **PPO_KWARGS)
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
     curves = TrainingCurves()
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model.learn(timesteps, callback=curves)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    seconds, cpu_seconds = learn(model, timesteps, curves)
     venv.close()
-    evaluations = {}
-    for mode, deterministic in (("deterministic", True), ("stochastic", False)):
-        eval_env = DummyVecEnv([lambda: _make_env(window)] * N_ENVS)
-        eval_env.seed(10_000)
-        returns, _ = evaluate_policy(
-            model, eval_env, eval_episodes, deterministic=deterministic, return_episode_rewards=True, warn=False
-        )
-        eval_env.close()
-        evaluations[mode] = [float(r) for r in returns]
-    curve = [row["return"] for row in curves.rows]
+    evaluations = {
+        mode: evaluate(model, _vec_env(window, EVAL_SEED), eval_episodes, deterministic=mode == "deterministic")[
+            "returns"
+        ]
+        for mode in ("deterministic", "stochastic")
+    }
+    rows = [{"steps": row["steps"], "return": row["recent_return"]} for row in curves.rollouts]
+    rows = [row for row in rows if row["return"] is not None]
+    returns = [row["return"] for row in rows]
     return {
         "arm": arm,
         "seed": seed,
@@ -162,9 +154,9 @@ def run_finetune(arm: str, seed: int, timesteps: int, eval_episodes: int, encode
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
         "trainable_parameters": int(trainable),
-        "curves": curves.rows,
+        "curves": rows,
         # Mean of the training-return curve over the run: the area under it, a sample-efficiency summary.
-        "mean_training_return": float(np.mean(curve)) if curve else float("nan"),
+        "mean_training_return": float(np.mean(returns)) if returns else float("nan"),
         "eval_return": float(np.mean(evaluations["deterministic"])),
         "eval_return_stochastic": float(np.mean(evaluations["stochastic"])),
         "eval_returns": evaluations,
@@ -227,16 +219,7 @@ def probe_table(probes: dict[str, dict[str, float]]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- reporting
-
-
-def _mean_curve(runs: list[dict[str, Any]], key: str = "return") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    end = min(r["curves"][-1]["steps"] for r in runs)
-    grid = np.linspace(min(r["curves"][0]["steps"] for r in runs), end, 60)
-    ys = np.array([np.interp(grid, [c["steps"] for c in r["curves"]], [c[key] for c in r["curves"]]) for r in runs])
-    return grid, ys.mean(0), ys.std(0)
-
-
-def plot_finetune(runs: list[dict[str, Any]], path: Path) -> None:
+def plot_finetune(runs: list[Record], path: Path) -> None:
     fig = Figure(figsize=(12, 4.2), dpi=100)
     groups = [
         ("pretrained vs scratch", ["scratch", "random_frozen", "all_finetuned", "all_frozen", "mlp_obs"]),
@@ -244,22 +227,11 @@ def plot_finetune(runs: list[dict[str, Any]], path: Path) -> None:
     ]
     for index, (title, arms) in enumerate(groups):
         ax = fig.add_subplot(1, 2, index + 1)
-        for arm in arms:
-            arm_runs = [r for r in runs if r["arm"] == arm and r["curves"]]
-            if not arm_runs:
-                continue
-            grid, mean, std = _mean_curve(arm_runs)
-            # One colour per arm in both panels.
-            color = f"C{list(ARMS).index(arm) % 10}" if arm != "mlp_obs" else "black"
-            ax.plot(grid, mean, label=arm, color=color)
-            ax.fill_between(grid, mean - std, mean + std, alpha=0.12, color=color)
-        ax.set_xlabel("env steps")
-        ax.set_ylabel("training episode return (last 100)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
+        # One colour per arm in both panels.
+        colors = {arm: f"C{index % 10}" for index, arm in enumerate(ARMS)} | {"mlp_obs": "black"}
+        variant_bands(ax, runs, arms, lambda r: curve(r["curves"], "return"), lambda arm, _: arm, colors, key="arm")
+        label_axes(ax, "env steps", "training episode return (last 100)", title, size=8)
+    save_figure(fig, path)
 
 
 def plot_pretraining(pretrained: list[dict[str, Any]], path: Path) -> None:
@@ -275,17 +247,8 @@ def plot_pretraining(pretrained: list[dict[str, Any]], path: Path) -> None:
             points = [(h["step"], h[key]) for h in result["history"] if key in h]
             if points:
                 ax.plot(*zip(*points, strict=True), label=result["subset"], marker=".")
-        ax.set_xlabel("pretraining step")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-
-
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+        label_axes(ax, "pretraining step", title=title, size=8)
+    save_figure(fig, path)
 
 
 def finetune_table(runs: list[dict[str, Any]]) -> str:
@@ -294,16 +257,13 @@ def finetune_table(runs: list[dict[str, Any]]) -> str:
         "| eval return, stochastic | eval return, deterministic | trainable params | CPU minutes per run |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arm in ARMS:
-        arm_runs = [r for r in runs if r["arm"] == arm]
-        if not arm_runs:
-            continue
+    for arm, arm_runs in by_variant(runs, ARMS, key="arm"):
         last = [r["curves"][-1]["return"] for r in arm_runs if r["curves"]]
         cells = [
-            _mean_std([r["mean_training_return"] for r in arm_runs]),
-            _mean_std(last),
-            _mean_std([r["eval_return_stochastic"] for r in arm_runs]),
-            _mean_std([r["eval_return"] for r in arm_runs]),
+            mean_std([r["mean_training_return"] for r in arm_runs]),
+            mean_std(last),
+            mean_std([r["eval_return_stochastic"] for r in arm_runs]),
+            mean_std([r["eval_return"] for r in arm_runs]),
         ]
         lines.append(
             f"| {arm} | {len(arm_runs)} | {' | '.join(cells)} | {arm_runs[0]['trainable_parameters']} "
@@ -322,54 +282,25 @@ def pretraining_table(pretrained: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/trajectory_pretraining"))
-    parser.add_argument("--work-dir", type=Path, default=Path("runs/pretraining_study"), help="data and encoders")
-    parser.add_argument("--data-steps", type=int, default=100_000, help="random-policy env steps to collect")
-    parser.add_argument("--pretrain-steps", type=int, default=1000, help="gradient steps per pretraining")
-    parser.add_argument("--timesteps", type=int, default=100_000, help="PPO env steps per fine-tuning run")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    parser.add_argument("--eval-episodes", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny data, budgets and one seed")
-    parser.add_argument("--report", action="store_true", help="only redo the plots and tables of --out's results")
-    args = parser.parse_args()
-    if args.report:
-        results = json.loads((args.out / "results.json").read_text())
-        if "representation_probes" not in results:
-            torch.set_num_threads(1)
-            results["representation_probes"] = probe_all(args.work_dir, [r["subset"] for r in results["pretraining"]])
-            (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-        report(results, args.out)
-        return
-    if args.quick:
-        args.data_steps, args.pretrain_steps, args.timesteps, args.seeds, args.eval_episodes = 4000, 30, 4096, [0], 8
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    encoders = args.work_dir / "encoders"
-    start = time.perf_counter()
-
+def pretrain_encoders(args: Any, header: dict[str, Any]) -> dict[str, Any]:
+    """Collect the data, pretrain an encoder per objective subset the arms need and probe them; with ``--continue``,
+    reuse those of the saved study when they cover the arms. Returns the study's header."""
     data_path = args.work_dir / "kart_random.npz"
+    encoders = args.work_dir / "encoders"
+    subsets = sorted({ARMS[arm][0] for arm in args.variants if ARMS[arm][0] is not None}, key=list(SUBSETS).index)
+    done = {result["subset"] for result in header.get("pretraining", [])}
+    if args.resume and data_path.is_file() and set(subsets) <= done and all((encoders / s).is_dir() for s in subsets):
+        print(f"reusing the data and the encoders of {args.work_dir}", flush=True)
+        return header
     dataset = collect(ENV, args.data_steps, seed=0)
     save_dataset(dataset, data_path)
     print(f"collected {len(dataset)} steps, {dataset.n_episodes} episodes -> {data_path}", flush=True)
-
-    subsets = sorted({ARMS[arm][0] for arm in args.arms if ARMS[arm][0] is not None}, key=list(SUBSETS).index)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [
-            pool.submit(run_pretraining, s, str(data_path), str(encoders / s), args.pretrain_steps) for s in subsets
-        ]
-        pretrained = [f.result() for f in futures]
-    print(f"pretrained {len(pretrained)} encoders ({(time.perf_counter() - start) / 60:.1f} min)", flush=True)
+    pretrained = [run_pretraining(s, str(data_path), str(encoders / s), args.pretrain_steps) for s in subsets]
     print(pretraining_table(pretrained), flush=True)
     probes = probe_all(args.work_dir, subsets)
     print(probe_table(probes), flush=True)
-
-    results: dict[str, Any] = {
-        "command": shlex.join(["python", *sys.argv]),
+    return {
+        "command": command_line(__spec__.name, args.argv),
         "complete": False,
         "env": ENV,
         "window": WINDOW,
@@ -378,44 +309,81 @@ def main() -> None:
         "ppo": {**PPO_KWARGS, "n_envs": N_ENVS, "net_arch": NET_ARCH, "timesteps": args.timesteps},
         "pretraining": pretrained,
         "representation_probes": probes,
-        "finetune": [],
     }
-    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [
-            pool.submit(run_finetune, arm, seed, args.timesteps, args.eval_episodes, str(encoders))
-            for arm, seed in jobs
-        ]
-        for future in futures:
-            run = future.result()
-            results["finetune"].append(run)
-            # Written after every run, so that an interrupted study still leaves its finished runs (--report).
-            (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-            print(
-                f"  {run['arm']} seed {run['seed']}: mean training return {run['mean_training_return']:.3f}, "
-                f"eval stochastic {run['eval_return_stochastic']:.3f}, deterministic {run['eval_return']:.3f}, "
-                f"{run['cpu_seconds'] / 60:.2f} CPU min",
-                flush=True,
-            )
-    results["complete"] = True
-    results["wall_minutes"] = (time.perf_counter() - start) / 60
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    report(results, args.out)
 
 
-def report(results: dict[str, Any], out: Path) -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = StudyParser(
+        __doc__,
+        ARMS,
+        ARMS,
+        seeds=(0, 1, 2),
+        timesteps=100_000,
+        eval_episodes=16,
+        out=Path("docs/trajectory_pretraining"),
+        quick={"data_steps": 4000, "pretrain_steps": 30, "timesteps": 4096, "seeds": [0], "eval_episodes": 8},
+        plot_only_aliases=("--report",),
+        variants_flags=("--arms", "--variants"),
+        timesteps_help="PPO env steps per fine-tuning run",
+    )
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/pretraining_study"), help="data and encoders")
+    parser.add_argument("--data-steps", type=int, default=100_000, help="random-policy env steps to collect")
+    parser.add_argument("--pretrain-steps", type=int, default=1000, help="gradient steps per pretraining")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    results = ResultsFile(args.out / "results.json", runs_key="finetune")
+    header, runs = results.load()
+    torch.set_num_threads(1)
+    if args.plot_only:
+        if not header:
+            parser.error(f"no results in {results.path}")
+        if "representation_probes" not in header:
+            header["representation_probes"] = probe_all(args.work_dir, [r["subset"] for r in header["pretraining"]])
+            results.save(header, runs)
+        report(header, runs, args.out)
+        return
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    header = pretrain_encoders(args, header)
+    header["complete"] = False
+    header.pop("wall_minutes", None)
+    runs = study_runs(
+        parser,
+        args,
+        command_line(__spec__.name, argv),
+        functools.partial(
+            run_finetune,
+            timesteps=args.timesteps,
+            eval_episodes=args.eval_episodes,
+            encoders=str(args.work_dir / "encoders"),
+        ),
+        lambda r: (
+            f"{r['arm']} seed {r['seed']}: mean training return {r['mean_training_return']:.3f}, "
+            f"eval stochastic {r['eval_return_stochastic']:.3f}, deterministic {r['eval_return']:.3f}, "
+            f"{r['cpu_seconds'] / 60:.2f} CPU min"
+        ),
+        results,
+        header,
+        job_of=lambda r: (r["arm"], r["seed"]),
+    )
+    header.update(complete=True, wall_minutes=(time.perf_counter() - start) / 60)
+    results.save(header, runs)
+    report(header, runs, args.out)
+
+
+def report(header: dict[str, Any], runs: list[Record], out: Path) -> None:
     """Plots and tables from ``results.json``'s content."""
-    plot_finetune(results["finetune"], out / "finetune_curves.png")
-    plot_pretraining(results["pretraining"], out / "pretraining_curves.png")
-    wall = f", {results['wall_minutes']:.1f} min wall" if "wall_minutes" in results else ""
-    cpu = sum(r["cpu_seconds"] for r in results["pretraining"] + results["finetune"]) / 60
-    print(f"command: `{results['command']}` ({cpu:.1f} CPU min in pretraining and PPO{wall})\n")
-    print(pretraining_table(results["pretraining"]))
+    plot_finetune(runs, out / "finetune_curves.png")
+    plot_pretraining(header["pretraining"], out / "pretraining_curves.png")
+    wall = f", {header['wall_minutes']:.1f} min wall" if "wall_minutes" in header else ""
+    cpu = sum(r["cpu_seconds"] for r in header["pretraining"] + runs) / 60
+    print(f"command: `{header['command']}` ({cpu:.1f} CPU min in pretraining and PPO{wall})\n")
+    print(pretraining_table(header["pretraining"]))
     print()
-    if "representation_probes" in results:
-        print(probe_table(results["representation_probes"]))
+    if "representation_probes" in header:
+        print(probe_table(header["representation_probes"]))
         print()
-    print(finetune_table(results["finetune"]))
+    print(finetune_table(runs))
 
 
 if __name__ == "__main__":

@@ -22,38 +22,42 @@ i.e. without invalid-action penalties, after each rollout) and the training inva
 final model over ``--eval-episodes`` episodes deterministically and stochastically (seeds 10000+), counting invalid
 actions. Runs go one at a time (one torch thread), seed by seed; each finished run is appended to
 ``results.json`` at once, and ``--continue`` skips the runs already there, so an interrupted study loses one run at
-most. Writes ``results.json`` and ``curves.png`` to ``--out`` and prints markdown tables.
+most. Writes ``results.json`` and ``curves.png`` to ``--out`` and prints markdown tables (``--tables-only``: from
+``results.json``, training nothing).
 
-Run: ``python benchmarks/recurrent_study.py --out docs/recurrent_study`` (``--quick`` for a smoke run).
+Run: ``python -m benchmarks.recurrent_study --out docs/recurrent_study`` (``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
-import shlex
-import subprocess
-import sys
-import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from sb3_contrib import RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import VecEnv
 
-from maskrl.agents.env_setup import make_masked_env
+from benchmarks.common import (
+    Record,
+    StudyParser,
+    TrainingCurves,
+    by_variant,
+    command_line,
+    evaluate,
+    label_axes,
+    learn,
+    make_vec_env_for,
+    mean_std,
+    save_figure,
+    study_runs,
+    uptime,
+    variant_bands,
+)
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
-from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedActorCriticPolicy, MaskedRecurrentActorCriticPolicy
 
 ENV = "maskrl/PandaGrid-v0"
@@ -71,32 +75,11 @@ LABELS = {
 NOMASK_PENALTY = -0.1
 
 
-class DropActionMask(gym.ObservationWrapper):
-    """Remove only ``"action_mask"`` from the observation (the ``"visibility"`` key stays for the extractor)."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        self.observation_space = gym.spaces.Dict(
-            {key: space for key, space in env.observation_space.spaces.items() if key != ACTION_MASK_KEY}
-        )
-
-    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
-        return {key: value for key, value in observation.items() if key != ACTION_MASK_KEY}
-
-
-def _one_env(env_kwargs: dict[str, Any], drop_action_mask: bool) -> gym.Env:
-    env = make_masked_env(ENV, env_kwargs)
-    return DropActionMask(env) if drop_action_mask else env
-
-
 def make_venv(variant: str, n_envs: int, seed: int, env_kwargs: dict[str, Any], training: bool) -> VecEnv:
     """The variant's vec env: the memory setting, without the action mask (and penalised in training) for nomask."""
-    drop = variant == "lstm_nomask"
-    kwargs = {**env_kwargs, "invalid_action_penalty": NOMASK_PENALTY} if drop and training else dict(env_kwargs)
-    venv = DummyVecEnv([functools.partial(_one_env, kwargs, drop)] * n_envs)
-    venv.seed(seed)
-    venv.action_space.seed(seed)
-    return venv
+    sees_mask = variant != "lstm_nomask"
+    kwargs = dict(env_kwargs) if sees_mask or not training else {**env_kwargs, "invalid_action_penalty": NOMASK_PENALTY}
+    return make_vec_env_for(ENV, n_envs, seed, env_kwargs=kwargs, sees_mask=sees_mask, drop_only_action_mask=True)
 
 
 def build(variant: str, env: VecEnv, seed: int) -> BaseAlgorithm:
@@ -111,145 +94,80 @@ def build(variant: str, env: VecEnv, seed: int) -> BaseAlgorithm:
     return RecurrentPPO(policy, env, seed=seed, device="cpu", **kwargs)
 
 
-class TrainingLog(BaseCallback):
-    """After each rollout: mean world return (no penalties) of the last 100 episodes, and the invalid-action rate."""
-
-    def __init__(self, caught_penalty: float = -1.0, print_every: int = 0) -> None:
-        super().__init__()
-        self.caught_penalty = caught_penalty
-        self.print_every = print_every
-        self._next_print = print_every
-        self.recent: deque[float] = deque(maxlen=100)
-        self.steps: list[int] = []
-        self.returns: list[float] = []
-        self.invalid_rates: list[float] = []
-        self._invalid = self._count = 0
-
-    def _on_step(self) -> bool:
-        for info in self.locals["infos"]:
-            self._count += 1
-            self._invalid += bool(info.get("invalid_action", False))
-            stats = info.get("episode_stats")
-            if stats:
-                self.recent.append(stats["watermelons_eaten"] + self.caught_penalty * stats["caught"])
-        return True
-
-    def _on_rollout_end(self) -> None:
-        if self.recent:
-            self.steps.append(self.num_timesteps)
-            self.returns.append(float(np.mean(self.recent)))
-            self.invalid_rates.append(self._invalid / max(self._count, 1))
-        self._invalid = self._count = 0
-        if self.print_every and self.num_timesteps >= self._next_print and self.returns:
-            print(f"  step {self.num_timesteps:,}: training return {self.returns[-1]:+.2f}", flush=True)
-            self._next_print += self.print_every
+def world_return(info: dict[str, Any]) -> float:
+    """An episode's return without penalties: +1 per watermelon, -1 when caught."""
+    return info["episode_stats"]["watermelons_eaten"] - info["episode_stats"]["caught"]
 
 
-def evaluate(model: BaseAlgorithm, variant: str, env_kwargs: dict[str, Any], episodes: int, seed: int) -> dict:
+def evaluate_both(model: BaseAlgorithm, variant: str, env_kwargs: dict[str, Any], episodes: int, seed: int) -> dict:
     """Deterministic and stochastic evaluation on the memory setting without penalties (LSTM states carried)."""
     out: dict[str, Any] = {}
     for mode in ("deterministic", "stochastic"):
         env = make_venv(variant, 1, seed, env_kwargs, training=False)
-        counts = {"steps": 0, "invalid": 0}
-        stats: list[dict[str, float]] = []
-
-        def count(local_vars: dict[str, Any], _globals: dict[str, Any], stats=stats, counts=counts) -> None:
-            info = local_vars["info"]
-            counts["steps"] += 1
-            counts["invalid"] += bool(info.get("invalid_action", False))
-            if local_vars["done"] and "episode_stats" in info:
-                stats.append(info["episode_stats"])
-
-        returns, lengths = evaluate_policy(
-            model,
-            env,
-            n_eval_episodes=episodes,
-            deterministic=mode == "deterministic",
-            return_episode_rewards=True,
-            callback=count,
-            warn=False,
-        )
-        env.close()
+        result = evaluate(model, env, episodes, deterministic=mode == "deterministic")
         out[mode] = {
-            "return_mean": float(np.mean(returns)),
-            "return_std": float(np.std(returns)),
-            "length_mean": float(np.mean(lengths)),
-            "invalid_action_rate": counts["invalid"] / max(counts["steps"], 1),
-            "watermelons_eaten": float(np.mean([s["watermelons_eaten"] for s in stats])),
-            "caught": float(np.mean([s["caught"] for s in stats])),
-            "hidden_fraction": float(np.mean([s["hidden_fraction"] for s in stats])),
+            **{key: result[key] for key in ("return_mean", "return_std", "length_mean", "invalid_action_rate")},
+            **{key: result["env_stats"][key] for key in ("watermelons_eaten", "caught", "hidden_fraction")},
         }
     return out
 
 
 def run(variant: str, seed: int, timesteps: int, env_kwargs: dict[str, Any], eval_episodes: int) -> dict[str, Any]:
-    torch.set_num_threads(1)
+    load = uptime()
     if variant.endswith("_open"):
         env_kwargs = {**env_kwargs, "blink_prob": 0.0}
     hyperparams = load_hyperparams(ENV, "ppo" if variant.startswith("ff_masked") else "ppo_lstm")
     env = make_venv(variant, int(hyperparams["n_envs"]), seed, env_kwargs, training=True)
     model = build(variant, env, seed)
-    log = TrainingLog(print_every=max(timesteps // 10, 1))
-    start = time.perf_counter()
-    model.learn(timesteps, callback=log)
-    seconds = time.perf_counter() - start
+    # The training curve: the world return (no penalties) of the last 100 episodes after each rollout.
+    log = TrainingCurves(task_return=world_return, print_every=max(timesteps // 10, 1))
+    seconds, _ = learn(model, timesteps, log)
     env.close()
+    rows = [row for row in log.rollouts if row["recent_return"] is not None]
+    invalid_rates = [row["invalid_rate"] for row in rows]
     return {
         "variant": variant,
         "seed": seed,
         "timesteps": timesteps,
         "env_kwargs": env_kwargs,
         "seconds": seconds,
-        "curve_steps": log.steps,
-        "curve_returns": log.returns,
-        "curve_invalid_rates": log.invalid_rates,
-        "train_invalid_action_rate_last10": float(np.mean(log.invalid_rates[-10:])),
-        "eval": evaluate(model, variant, env_kwargs, eval_episodes, 10_000 + seed),
+        "curve_steps": [int(row["steps"]) for row in rows],
+        "curve_returns": [row["recent_return"] for row in rows],
+        "curve_invalid_rates": invalid_rates,
+        "train_invalid_action_rate_last10": float(np.mean(invalid_rates[-10:])),
+        "eval": evaluate_both(model, variant, env_kwargs, eval_episodes, 10_000 + seed),
+        "uptime_before": load,
     }
 
 
-def plot(results: list[dict[str, Any]], path: Path, title: str) -> None:
+def plot(results: list[Record], path: Path, title: str) -> None:
     fig = Figure(figsize=(6.4, 3.8), dpi=90)
     ax = fig.add_subplot()
-    for variant in ALL_VARIANTS:
-        runs = [r for r in results if r["variant"] == variant]
-        if not runs:
-            continue
-        grid = np.linspace(0, min(r["curve_steps"][-1] for r in runs), 60)
-        curves = np.array([np.interp(grid, r["curve_steps"], r["curve_returns"]) for r in runs])
-        mean, std = curves.mean(0), curves.std(0)
-        style = ":" if variant in REFERENCES else "-"
-        ax.plot(grid, mean, style, label=f"{LABELS[variant]} ({len(runs)} seeds)")
-        ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-    ax.set_xlabel("env steps")
-    ax.set_ylabel("training return, no penalties (last 100 ep.)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
+    variant_bands(
+        ax,
+        results,
+        ALL_VARIANTS,
+        lambda r: (r["curve_steps"], r["curve_returns"]),
+        lambda variant, seeds: f"{LABELS[variant]} ({seeds} seeds)",
+        styles=dict.fromkeys(REFERENCES, ":"),
+    )
+    label_axes(ax, "env steps", "training return, no penalties (last 100 ep.)", title, size=9)
+    save_figure(fig, path)
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
-
-
-def tables(results: list[dict[str, Any]]) -> str:
+def tables(results: list[Record]) -> str:
     lines = [
         "| variant | seeds | eval return, deterministic | eval return, stochastic | last training return | "
         "watermelons | caught | invalid actions (eval, det. / stoch.) | invalid actions (training, last 10 rollouts) "
         "| minutes per run |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in ALL_VARIANTS:
-        runs = [r for r in results if r["variant"] == variant]
-        if not runs:
-            continue
+    for variant, runs in by_variant(results, ALL_VARIANTS):
         det = [r["eval"]["deterministic"] for r in runs]
         sto = [r["eval"]["stochastic"] for r in runs]
         lines.append(
-            f"| {LABELS[variant]} | {len(runs)} | {_mean_std([e['return_mean'] for e in det])} "
-            f"| {_mean_std([e['return_mean'] for e in sto])} | {_mean_std([r['curve_returns'][-1] for r in runs])} "
+            f"| {LABELS[variant]} | {len(runs)} | {mean_std([e['return_mean'] for e in det])} "
+            f"| {mean_std([e['return_mean'] for e in sto])} | {mean_std([r['curve_returns'][-1] for r in runs])} "
             f"| {np.mean([e['watermelons_eaten'] for e in det]):.2f} | {np.mean([e['caught'] for e in det]):.2f} "
             f"| {100 * np.mean([e['invalid_action_rate'] for e in det]):.1f}% / "
             f"{100 * np.mean([e['invalid_action_rate'] for e in sto]):.1f}% "
@@ -262,8 +180,8 @@ def tables(results: list[dict[str, Any]]) -> str:
         "| watermelons (det.) | caught (det.) | invalid (det.) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant in ALL_VARIANTS:
-        for r in sorted((r for r in results if r["variant"] == variant), key=lambda r: r["seed"]):
+    for variant, runs in by_variant(results, ALL_VARIANTS):
+        for r in runs:
             det, sto = r["eval"]["deterministic"], r["eval"]["stochastic"]
             lines.append(
                 f"| {LABELS[variant]} | {r['seed']} | {det['return_mean']:.2f} ± {det['return_std']:.2f} "
@@ -273,46 +191,37 @@ def tables(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=ALL_VARIANTS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--timesteps", type=int, default=200_000)
+def main(argv: list[str] | None = None) -> None:
+    parser = StudyParser(
+        __doc__,
+        ALL_VARIANTS,
+        VARIANTS,
+        seeds=(0, 1, 2, 3, 4),
+        timesteps=200_000,
+        eval_episodes=50,
+        out=Path("docs/recurrent_study"),
+        quick={"seeds": [0], "timesteps": 4_096, "eval_episodes": 3},
+        plot_only_aliases=("--tables-only",),
+    )
     parser.add_argument("--blink-prob", type=float, default=0.5)
-    parser.add_argument("--eval-episodes", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=Path("docs/recurrent_study"))
-    parser.add_argument("--continue", dest="resume", action="store_true", help="skip the runs in results.json")
-    parser.add_argument("--tables-only", action="store_true", help="print the tables and plot of results.json")
-    parser.add_argument("--quick", action="store_true", help="one seed, 4k steps, 3 episodes")
-    args = parser.parse_args()
-    if args.quick:
-        args.seeds, args.timesteps, args.eval_episodes = [0], 4_096, 3
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "results.json"
-    results: list[dict[str, Any]] = json.loads(path.read_text()) if (args.resume or args.tables_only) else []
-    env_kwargs = {"blink_prob": args.blink_prob}
-    if not args.tables_only:
-        print(f"command: `{shlex.join(['python', *sys.argv])}`", flush=True)
-        done = {(r["variant"], r["seed"]) for r in results}
-        for seed in args.seeds:
-            for variant in args.variants:
-                if (variant, seed) in done:
-                    continue
-                load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-                result = run(variant, seed, args.timesteps, env_kwargs, args.eval_episodes)
-                result["uptime_before"] = load
-                results.append(result)
-                path.write_text(json.dumps(results, indent=1) + "\n")
-                print(
-                    f"{variant} seed {seed}: eval {result['eval']['deterministic']['return_mean']:+.2f} (det.) "
-                    f"{result['eval']['stochastic']['return_mean']:+.2f} (stoch.), "
-                    f"last training {result['curve_returns'][-1]:+.2f}, {result['seconds'] / 60:.1f} min",
-                    flush=True,
-                )
-    blinking = [r for r in results if r["variant"] in VARIANTS]
+    args = parser.parse_args(argv)
+    runs = study_runs(
+        parser,
+        args,
+        command_line(__spec__.name, argv),
+        functools.partial(
+            run, timesteps=args.timesteps, env_kwargs={"blink_prob": args.blink_prob}, eval_episodes=args.eval_episodes
+        ),
+        lambda r: (
+            f"{r['variant']} seed {r['seed']}: eval {r['eval']['deterministic']['return_mean']:+.2f} (det.) "
+            f"{r['eval']['stochastic']['return_mean']:+.2f} (stoch.), last training {r['curve_returns'][-1]:+.2f}, "
+            f"{r['seconds'] / 60:.1f} min"
+        ),
+    )
+    blinking = [r for r in runs if r["variant"] in VARIANTS]
     blink = blinking[0]["env_kwargs"]["blink_prob"] if blinking else args.blink_prob
-    plot(results, args.out / "curves.png", f"{ENV}, blink_prob={blink}")
-    print(tables(results))
+    plot(runs, args.out / "curves.png", f"{ENV}, blink_prob={blink}")
+    print(tables(runs))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""What the command-line tools share: one-line errors for user mistakes, argument types, the torch device."""
+"""What the command-line tools share: one-line errors and warnings for the user, argument types."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 
-import torch
+from maskrl.agents.training import RunWarning, check_device
 
 
 class UserError(Exception):
@@ -23,8 +24,6 @@ class ArgumentParser(argparse.ArgumentParser):
 #: Largest seed accepted: the env seeds are the seed plus offsets (one per env, evaluation, resume), and NumPy and
 #: gymnasium take seeds below 2**32.
 MAX_SEED = 2**31 - 1
-#: The ``--device`` values: what SB3 can train on without extra packages.
-DEVICE_TYPES = ("cpu", "cuda", "mps")
 
 
 def integer(text: str) -> int:
@@ -66,51 +65,33 @@ def seed(text: str) -> int:
 
 def device(text: str) -> str:
     """``argparse`` type for a torch device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
-    if text == "auto":
-        return text
     try:
-        parsed = torch.device(text)
-    except (RuntimeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.type not in DEVICE_TYPES:
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
-    return text
-
-
-def resolve_device(requested: str, prog: str) -> str:
-    """The device training or evaluation will really use, warning in one line when it is not the one asked for.
-
-    SB3 silently falls back to the CPU when CUDA is missing; the run's config must record where it really ran.
-
-    :param requested: a value accepted by :func:`device`
-    :param prog: the program's name, for the warning
-    :return: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``
-    """
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = torch.device(requested).type
-    problem = None
-    if kind == "cuda" and not torch.cuda.is_available():
-        problem = "no CUDA GPU is available"
-    elif kind == "cuda" and (index := torch.device(requested).index) is not None:
-        if index >= torch.cuda.device_count():
-            problem = f"there is no CUDA device {index} (found {torch.cuda.device_count()})"
-    elif kind == "mps" and not torch.backends.mps.is_available():
-        problem = "MPS is not available"
-    if problem is None:
-        return requested
-    print(f"{prog}: warning: --device {requested}: {problem}; using the CPU", file=sys.stderr)
-    return "cpu"
+        return check_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_cli(main: Callable[[], None], prog: str) -> None:
     """Run ``main``; a :class:`UserError` becomes ``prog: error: ...`` on stderr and exit status 2.
 
     The message is printed on one line whatever it holds: it may quote a file someone else made (a config value,
-    a library's multi-line error about it), and one line is what scripts and the tests rely on.
+    a library's multi-line error about it), and one line is what scripts and the tests rely on. The library's
+    :class:`~maskrl.agents.training.RunWarning` (a device that is not there, checkpoints about to be unpickled) is
+    printed the same way, as ``prog: warning: ...``, each time it is given; other warnings are shown as usual.
     """
-    try:
-        main()
-    except UserError as error:
-        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(2)
+    with warnings.catch_warnings():
+        show_other = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+            if issubclass(category, RunWarning):
+                print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+            else:
+                show_other(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", RunWarning)
+        try:
+            main()
+        except UserError as error:
+            print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+            sys.exit(2)

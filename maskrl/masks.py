@@ -21,7 +21,7 @@ valid / visible / may attend**, 0 means invalid / hidden / padding.
     are neither attended to nor pooled).
 ``"window_valid"``: the real steps of a trajectory window
     int8 ``(T,)``, one per row of ``"window_observations"`` ``(T, D)`` and ``"window_actions"``; 0 for the padding
-    before an episode's first step. Produced by :class:`~maskrl.envs.trajectory_window.TrajectoryWindow`; consumed
+    before an episode's first step. Produced by :class:`~maskrl.representation.window.TrajectoryWindow`; consumed
     by ``TrajectoryExtractor`` and the trajectory pretraining (attention over valid steps only).
 
 The flat action mask follows sb3-contrib's layout: ``n`` entries for ``Discrete(n)``, the concatenated per-dimension

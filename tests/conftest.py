@@ -7,7 +7,7 @@ import torch
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     # The networks and tensors in the tests are tiny: torch's intra-op thread pool only adds overhead, and a lot
-    # of it on a busy 2-core machine (a softmax of a 3x8 tensor was seen spinning for milliseconds).
+    # of it on a busy machine.
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -1,4 +1,5 @@
-"""Tests for maskrl.policies.attention_masks: exact patterns, no-leak gradients, conversions, token masking."""
+"""Tests for maskrl.policies.attention_masks (exact patterns, no-leak gradients, conversion, per-sample masks, token
+masking) and for the one block that consumes the masks, maskrl.policies.attention_block."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from maskrl.policies.attention_block import MaskedSelfAttentionBlock
 from maskrl.policies.attention_masks import (
-    block_causal_mask,
+    bidirectional_mask,
     causal_mask,
+    context_attention_mask,
     inverse_dynamics_mask,
+    key_mask,
+    padding_attention_mask,
     random_trajectory_mask,
     to_additive_mask,
-    to_mha_mask,
+    trajectory_token_valid,
 )
 
 
@@ -35,40 +40,6 @@ ID_8 = _m(
         "1 1 1 1 1 1 1 1",
     ]
 )
-ID_8_HIDDEN_2 = _m(
-    [
-        "1 0 0 0 0 0 0 0",
-        "1 1 0 0 0 0 0 0",
-        "0 0 1 0 0 0 0 0",
-        "1 1 1 1 0 0 0 0",
-        "1 1 0 0 1 0 0 0",
-        "1 1 1 1 1 1 0 0",
-        "1 1 1 1 0 0 1 0",
-        "1 1 1 1 1 1 1 1",
-    ]
-)
-ID_8_START_4 = _m(
-    [
-        "1 0 0 0 0 0 0 0",
-        "1 1 0 0 0 0 0 0",
-        "1 1 1 0 0 0 0 0",
-        "1 1 1 1 0 0 0 0",
-        "1 1 1 0 1 0 0 0",
-        "1 1 1 1 1 1 0 0",
-        "1 1 1 1 1 0 1 0",
-        "1 1 1 1 1 1 1 1",
-    ]
-)
-BLOCK_3x2 = _m(
-    [
-        "1 1 0 0 0 0",
-        "1 1 0 0 0 0",
-        "1 1 1 1 0 0",
-        "1 1 1 1 0 0",
-        "1 1 1 1 1 1",
-        "1 1 1 1 1 1",
-    ]
-)
 
 
 # --------------------------------------------------------------------------------------------- exact patterns
@@ -83,33 +54,69 @@ def test_causal_literal():
 
 def test_inverse_dynamics_literal():
     assert torch.equal(inverse_dynamics_mask(8), ID_8)
-    assert torch.equal(inverse_dynamics_mask(8, n_hidden=2), ID_8_HIDDEN_2)
-    assert torch.equal(inverse_dynamics_mask(8, start=4), ID_8_START_4)
 
 
 def test_inverse_dynamics_odd_T_and_edge_cases():
     # T odd: ends with observation o4 at position 6; the leading 7x7 block of the T=8 pattern.
     assert torch.equal(inverse_dynamics_mask(7), ID_8[:7, :7])
-    # start beyond the sequence: plain causal.
-    assert torch.equal(inverse_dynamics_mask(4, start=10), causal_mask(4))
-    # n_hidden larger than the prefix is clipped at position 0; the diagonal is never hidden.
-    m = inverse_dynamics_mask(5, n_hidden=10)
-    assert torch.equal(m[2], torch.tensor([False, False, True, False, False]))
-    assert torch.equal(m[4], torch.tensor([False, False, False, False, True]))
+    # Too short for an observation after an action: plain causal.
+    assert torch.equal(inverse_dynamics_mask(2), causal_mask(2))
+    assert torch.equal(inverse_dynamics_mask(1), causal_mask(1))
     for T in range(1, 10):
-        for n in range(1, 4):
-            assert inverse_dynamics_mask(T, n_hidden=n).diagonal().all()
+        assert inverse_dynamics_mask(T).diagonal().all()
 
 
-def test_block_causal_literal():
-    assert torch.equal(block_causal_mask(3, 2), BLOCK_3x2)
-    assert torch.equal(block_causal_mask(5, 1), causal_mask(5))
-    assert block_causal_mask(1, 4).all()
+def test_bidirectional_literal():
+    assert torch.equal(bidirectional_mask(3), torch.ones(3, 3, dtype=torch.bool))
 
 
 def test_device_argument():
-    for m in (causal_mask(3, device="cpu"), inverse_dynamics_mask(3, device="cpu"), block_causal_mask(2, 2, "cpu")):
+    for m in (causal_mask(3, device="cpu"), inverse_dynamics_mask(3, device="cpu"), bidirectional_mask(2, "cpu")):
         assert m.device.type == "cpu"
+
+
+# --------------------------------------------------------------------------------------------- per-sample masks
+
+
+def test_trajectory_token_valid_from_bool_and_float_window_valid():
+    obs_valid = torch.tensor([[False, False, True, True], [True, True, True, True]])
+    expected = [[False, False, False, False, True, True, True], [True] * 7]
+    assert trajectory_token_valid(obs_valid).tolist() == expected
+    # SB3's preprocessing hands the MultiBinary window_valid over as floats.
+    assert trajectory_token_valid(obs_valid.float()).tolist() == expected
+
+
+def test_padding_attention_mask_hides_padding_keys_but_keeps_every_diagonal():
+    token_valid = torch.tensor([[False, True, True]])
+    mask = padding_attention_mask(causal_mask(3), token_valid)
+    assert mask.shape == (1, 3, 3)
+    assert mask[0].tolist() == [[True, False, False], [False, True, False], [False, True, True]]
+    with pytest.raises(ValueError, match="token_valid"):
+        padding_attention_mask(causal_mask(3), token_valid.float())
+
+
+def test_key_mask_broadcasts_the_valid_keys_over_queries():
+    visible = torch.tensor([[True, False, True], [True, True, False]])
+    mask = key_mask(visible)
+    assert mask.shape == (2, 1, 3) and torch.equal(mask[:, 0], visible)
+    with pytest.raises(ValueError, match="key_valid"):
+        key_mask(visible.float())
+
+
+def test_context_attention_mask_exact_example():
+    masked = torch.tensor([[False, True, False, True]])
+    expected = torch.tensor(
+        [
+            [1, 0, 1, 0],
+            [1, 1, 1, 0],  # a masked position sees itself and the unmasked context
+            [1, 0, 1, 0],
+            [1, 0, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(context_attention_mask(masked)[0], expected)
+    with pytest.raises(ValueError, match="masked"):
+        context_attention_mask(masked.float())
 
 
 # --------------------------------------------------------------------------------------------- no-leak gradients
@@ -155,18 +162,16 @@ def test_causal_no_future_leak(n_layers):
     assert (dep[~future] > 0).all()  # the test can fail: past entries do matter
 
 
-@pytest.mark.parametrize("n_hidden", [1, 2])
 @pytest.mark.parametrize("n_layers", [1, 2])
-def test_inverse_dynamics_no_leak(n_layers, n_hidden):
-    mask = inverse_dynamics_mask(8, n_hidden=n_hidden)
+def test_inverse_dynamics_no_leak(n_layers):
+    mask = inverse_dynamics_mask(8)
     dep = _dependency([mask] * n_layers)
     # The exact dependency pattern is the transitive reachability through the stacked masks.
     assert torch.equal(dep > 0, _reachable([mask] * n_layers))
-    # o(t+1) at position p has exactly zero gradient w.r.t. the n_hidden hidden tokens before it. For 2 layers this
-    # holds because every key o(t+1) may attend (positions < p - n_hidden, and p itself) has not seen them either.
+    # o(t+1) at position p has exactly zero gradient w.r.t. a(t) at p - 1. For 2 layers this holds because every key
+    # o(t+1) may attend (positions < p - 1, and p itself) has not seen it either.
     for p in (2, 4, 6):
-        for j in range(max(0, p - n_hidden), p):
-            assert dep[p, j] == 0, (p, j)
+        assert dep[p, p - 1] == 0, p
     # Sanity that the check can fail: without the hidden edge, o(t+1) does depend on a(t).
     dep_causal = _dependency([causal_mask(8)] * n_layers)
     assert all(dep_causal[p, p - 1] > 0 for p in (2, 4, 6))
@@ -178,34 +183,21 @@ def test_inverse_dynamics_leaks_if_only_first_layer_masked():
     assert all(dep[p, p - 1] > 0 for p in (2, 4, 6))
 
 
-# --------------------------------------------------------------------------------------------- conversions
+# --------------------------------------------------------------------------------------------- conversion
 
 
-@pytest.mark.parametrize(
-    "mask", [causal_mask(6), inverse_dynamics_mask(6), inverse_dynamics_mask(6, n_hidden=2), block_causal_mask(3, 2)]
-)
-def test_conversions_match_sdpa_bool(mask):
+@pytest.mark.parametrize("mask", [causal_mask(6), inverse_dynamics_mask(6), bidirectional_mask(6)])
+def test_additive_mask_matches_sdpa_bool(mask):
     torch.manual_seed(0)
-    mha = nn.MultiheadAttention(embed_dim=8, num_heads=1, batch_first=True)
-    x = torch.randn(2, 6, 8)
-    q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
-    ref = mha.out_proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-
-    mha_mask = to_mha_mask(mask)
-    assert mha_mask.dtype == torch.bool and torch.equal(mha_mask, ~mask)
-    out_mha, _ = mha(x, x, x, attn_mask=mha_mask, need_weights=False)
-    torch.testing.assert_close(out_mha, ref, rtol=1e-5, atol=1e-6)
-
+    q, k, v = torch.randn(3, 2, 6, 8).unbind(0)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     additive = to_additive_mask(mask)
     assert additive.dtype == torch.float32
     assert (additive[mask] == 0).all() and torch.isneginf(additive[~mask]).all()
-    out_add = mha.out_proj(F.scaled_dot_product_attention(q, k, v, attn_mask=additive))
+    out_add = F.scaled_dot_product_attention(q, k, v, attn_mask=additive)
     torch.testing.assert_close(out_add, ref, rtol=1e-5, atol=1e-6)
-    # The additive mask also means the same to nn.MultiheadAttention.
-    out_mha_add, _ = mha(x, x, x, attn_mask=additive, need_weights=False)
-    torch.testing.assert_close(out_mha_add, ref, rtol=1e-5, atol=1e-6)
-    # Sanity that the comparison can fail: the unconverted mask in MHA means the opposite.
-    out_wrong, _ = mha(x, x, x, attn_mask=to_mha_mask(~mask | torch.eye(6, dtype=torch.bool)), need_weights=False)
+    # Sanity that the comparison can fail: the inverted mask means something else.
+    out_wrong = F.scaled_dot_product_attention(q, k, v, attn_mask=~mask | torch.eye(6, dtype=torch.bool))
     assert not torch.allclose(out_wrong, ref, atol=1e-4)
 
 
@@ -216,8 +208,41 @@ def test_additive_dtype():
     for bad in (causal_mask(3).float(), torch.tensor([True, False])):
         with pytest.raises(ValueError):
             to_additive_mask(bad)
-        with pytest.raises(ValueError):
-            to_mha_mask(bad)
+
+
+# --------------------------------------------------------------------------------------------- the block
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        causal_mask(5),  # (T, T), shared by every sample
+        padding_attention_mask(causal_mask(5), torch.tensor([[False, True, True, True, True]] * 3)),  # (B, T, T)
+        key_mask(torch.tensor([[True, False, True, True, False]] * 3)),  # (B, 1, T)
+    ],
+)
+def test_block_weights_path_reproduces_the_sdpa_path(mask):
+    torch.manual_seed(0)
+    block = MaskedSelfAttentionBlock(8, 2, mlp_ratio=2).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    out, weights = block.forward_with_weights(x, mask)
+    torch.testing.assert_close(out, block(x, mask), rtol=0, atol=1e-12)
+    assert weights.shape == (3, 2, 5, 5)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2, 5, dtype=torch.float64))
+    hidden = ~mask.expand(3, 5, 5)[:, None].expand(3, 2, 5, 5)
+    assert torch.all(weights[hidden] == 0)
+
+
+def test_block_hidden_keys_pass_no_gradient_and_bad_masks_are_refused():
+    torch.manual_seed(0)
+    block = MaskedSelfAttentionBlock(8, 2, mlp_ratio=4)
+    x = torch.randn(1, 4, 8, requires_grad=True)
+    block(x, causal_mask(4))[0, 1].sum().backward()
+    assert torch.all(x.grad[0, 2:] == 0) and torch.all(x.grad[0, :2].abs().sum(-1) > 0)
+    with pytest.raises(ValueError, match="boolean"):
+        block(x, causal_mask(4).float())
+    with pytest.raises(ValueError, match="multiple of n_heads"):
+        MaskedSelfAttentionBlock(6, 4, mlp_ratio=2)
 
 
 # --------------------------------------------------------------------------------------------- token masking
@@ -289,11 +314,7 @@ def test_learned_mask_embedding_gets_gradient():
         (causal_mask, {"T": 2.0}),
         (causal_mask, {"T": True}),
         (inverse_dynamics_mask, {"T": 0}),
-        (inverse_dynamics_mask, {"T": 8, "n_hidden": 0}),
-        (inverse_dynamics_mask, {"T": 8, "start": 3}),
-        (inverse_dynamics_mask, {"T": 8, "start": 0}),
-        (block_causal_mask, {"n_steps": 0, "tokens_per_step": 2}),
-        (block_causal_mask, {"n_steps": 2, "tokens_per_step": 0}),
+        (bidirectional_mask, {"T": 0}),
     ],
 )
 def test_builder_bad_args(fn, kwargs):

@@ -21,7 +21,7 @@ from stable_baselines3 import PPO
 
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, parse_key_values, parse_value
-from maskrl.agents.registry import get_algo
+from maskrl.agents.registry import build_model
 from maskrl.envs import ActionMasksToObservation
 from maskrl.evaluate import main as evaluate_main
 from maskrl.policies import MaskedActorCriticPolicy
@@ -282,9 +282,11 @@ def test_train_bad_arguments(argv, needles, tmp_path: Path, capsys) -> None:
 
 def test_train_error_about_the_yaml_file_does_not_blame_the_command_line(tmp_path: Path, capsys, monkeypatch) -> None:
     # A YAML section the algo refuses (here made up: the shipped files build every algo they name).
-    import maskrl.train
+    import maskrl.agents.training
 
-    monkeypatch.setattr(maskrl.train, "load_hyperparams", lambda env, algo, path=None: {"n_steps": 64, "batch_size": 0})
+    monkeypatch.setattr(
+        maskrl.agents.training, "load_hyperparams", lambda env, algo, path=None: {"n_steps": 64, "batch_size": 0}
+    )
     line = train_error([], tmp_path, capsys, "--algo ppo cannot train on maskrl/Kart-v0 with the hyperparameters of")
     assert "Kart-v0.yml (section ppo)" in line and "bad hyperparameters" not in line
 
@@ -333,9 +335,8 @@ def test_train_algo_argument_of_wrong_type_used_late(tmp_path: Path, capsys) -> 
 @pytest.fixture(scope="module")
 def kart_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained ppo model of ``maskrl/Kart-v0`` saved outside any run folder."""
-    spec = get_algo("ppo")
     env = make_masked_vec_env("maskrl/Kart-v0", 1, 0, "dummy", {"max_steps": 10})
-    model = spec.algo_class(spec.policy_for(False), env, n_steps=16, batch_size=16, device="cpu")
+    model = build_model("ppo", env, {"n_steps": 16, "batch_size": 16})
     path = tmp_path_factory.mktemp("model") / "kart.zip"
     model.save(path)
     env.close()

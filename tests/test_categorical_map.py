@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from stable_baselines3 import PPO
 from torch.distributions import Categorical
 
-from maskrl.policies.categorical_map import CategoricalMap, CategoricalMapDistribution
-from maskrl.policies.distributions import MaskedCategorical
+from maskrl.policies.distributions import CategoricalMap, MaskedCategorical
 from maskrl.policies.gridnet import GridNetPolicy
+from maskrl.policies.sb3_distributions import CategoricalMapDistribution
 
 
 def random_case(

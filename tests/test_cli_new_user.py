@@ -25,18 +25,18 @@ import yaml
 from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from maskrl.agents.checkpoints import list_checkpoints, run_lock
+from maskrl.agents.checkpoints import list_checkpoints
 from maskrl.agents.env_setup import describe_env, suggest_env_ids
+from maskrl.agents.evaluation import EpisodeCollector
 from maskrl.agents.registry import ALGOS
-from maskrl.cli import UserError
+from maskrl.agents.run_folder import RunFolder
+from maskrl.agents.training import TrainingError, make_config, prepare_training
 from maskrl.envs.wrappers import InfoActionMaskToObservation
-from maskrl.evaluate import EpisodeCollector
 from maskrl.evaluate import main as evaluate_main
-from maskrl.train import build_model, build_parser, resolve_config
 from maskrl.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
-# A finished Kart run in a few seconds: 2 envs x 128 steps per rollout, an evaluation and a checkpoint every 256.
+# A tiny finished Kart run: 2 envs x 128 steps per rollout, an evaluation and a checkpoint every 256.
 KART = [
     "--env-kwargs",
     "n_laps=1",
@@ -111,13 +111,13 @@ def test_every_algo_builds_on_every_maskrl_env_or_says_plainly_why_not() -> None
     refused: dict[tuple[str, str], str] = {}
     for env_id in sorted(known for known in gym.envs.registry if known.startswith("maskrl/")):
         for algo in ALGOS:
-            config = resolve_config(build_parser().parse_args(["--algo", algo, "--env", env_id, "--n-envs", "1"]))
+            config = make_config(algo, env_id, n_envs=1, device="cpu")
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # SB3's mini-batch advice for --n-envs 1
-                    _, env = build_model(config, verbose=0)
+                    _, env = prepare_training(config, verbose=0)
                 env.close()
-            except UserError as error:
+            except TrainingError as error:
                 refused[algo, env_id] = message = str(error)
                 # What cannot work is said as such, never blamed on hyperparameters nobody gave.
                 assert message.startswith(f"--algo {algo} ") and "hyperparameters" not in message.split(":")[0]
@@ -169,7 +169,7 @@ def test_a_second_process_cannot_resume_a_run_in_use(finished_run: tuple[Path, s
     import shutil
 
     run_dir = shutil.copytree(finished_run[0], tmp_path / "run")
-    with run_lock(run_dir):  # as a train.py --resume of it would hold it
+    with RunFolder(run_dir).lock():  # as a train.py --resume of it would hold it
         result = cli("train", "--resume", str(run_dir), "-n", "1024", cwd=tmp_path)
     assert_one_line_error(result, "train.py", "another process", "is using it")
     assert json.loads((run_dir / "final_eval.json").read_text())["num_timesteps"] == 512
@@ -353,7 +353,7 @@ def test_render_ansi_prints_a_legend_once(finished_run: tuple[Path, str], capsys
 
 def test_render_ansi_on_a_terminal_redraws_in_place_at_the_env_pace(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("maskrl.evaluate.time.sleep", sleeps.append)
+    monkeypatch.setattr("maskrl.agents.evaluation.time.sleep", sleeps.append)
 
     class TextEnv:
         def env_method(self, name: str, indices: int) -> list[str]:

@@ -1,7 +1,9 @@
-"""Tests of the masked contrastive auxiliary task (maskrl.policies.contrastive) and ContrastivePPO."""
+"""Tests of the masked contrastive auxiliary task (maskrl.representation.contrastive), the momentum update
+(maskrl.representation.momentum) and ContrastivePPO."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -15,17 +17,17 @@ from torch import nn
 from maskrl.agents.contrastive import ContrastivePPO
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
-from maskrl.policies.contrastive import (
+from maskrl.policies.attention_masks import context_attention_mask
+from maskrl.policies.small_cnn import SmallCNN
+from maskrl.representation.contrastive import (
     MaskedContrastiveModel,
     SequenceReconstructor,
-    context_attention_mask,
     contrastive_accuracy,
     info_nce,
     info_nce_logits,
     mask_frames,
-    momentum_update,
 )
-from maskrl.policies.small_cnn import SmallCNN
+from maskrl.representation.momentum import momentum_update
 
 IMAGE_ENV = "maskrl/PandaGridImage-v0"
 
@@ -105,22 +107,6 @@ def test_frame_masking_with_explicit_indices() -> None:
 # --------------------------------------------------------------------------------------------- transformer
 
 
-def test_context_attention_mask_exact_example() -> None:
-    masked = torch.tensor([[False, True, False, True]])
-    expected = torch.tensor(
-        [
-            [1, 0, 1, 0],
-            [1, 1, 1, 0],  # a masked position sees itself and the unmasked context
-            [1, 0, 1, 0],
-            [1, 0, 1, 1],
-        ],
-        dtype=torch.bool,
-    )
-    assert torch.equal(context_attention_mask(masked)[0], expected)
-    causal = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
-    assert torch.equal(context_attention_mask(masked, causal=True)[0], causal)
-
-
 def test_reconstructor_reads_no_masked_frame_but_its_own() -> None:
     torch.manual_seed(0)
     model = SequenceReconstructor(in_dim=6, max_len=5, d_model=8, n_heads=2, n_layers=2)
@@ -135,6 +121,48 @@ def test_reconstructor_reads_no_masked_frame_but_its_own() -> None:
         expected[i] = True
         assert torch.equal(reads, expected), (b, i)
         assert (grad[1 - b] == 0).all()  # sequences do not mix
+
+
+class _LegacyBlock(nn.Module):
+    """maskrl 0.1.0's ``contrastive._Block``, verbatim but for the mask it takes (True = may attend)."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mha_mask = (~mask).repeat_interleave(self.n_heads, dim=0)  # MultiheadAttention: True = may NOT attend
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, attn_mask=mha_mask, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+def test_a_maskrl_0_1_reconstructor_state_dict_loads_and_computes_the_same() -> None:
+    """The old block (nn.MultiheadAttention, ``norm1``/``norm2``) loads into today's under renamed keys."""
+    torch.manual_seed(0)
+    model = SequenceReconstructor(in_dim=6, max_len=5, d_model=8, n_heads=2, n_layers=2)
+    legacy_blocks = nn.ModuleList(_LegacyBlock(8, 2) for _ in range(2))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
+    state.update({f"blocks.{k}": v for k, v in legacy_blocks.state_dict().items()})
+    assert "blocks.0.attn.in_proj_weight" in state and "blocks.1.norm2.bias" in state
+    # The old layout lists its parameters in today's order and shapes: optimiser states saved with it still fit.
+    old_shapes = [tuple(v.shape) for k, v in state.items() if k.startswith("blocks.")]
+    model.load_state_dict(state)  # strict
+    assert old_shapes == [tuple(p.shape) for p in model.blocks.parameters()]
+    for new, old in zip(model.blocks, legacy_blocks, strict=True):
+        assert torch.equal(new.qkv.weight, old.attn.in_proj_weight) and torch.equal(new.attn_norm.bias, old.norm1.bias)
+
+    features = torch.randn(3, 5, 6)
+    masked = torch.tensor([[False, True, False, True, False], [True, False, False, False, False], [False] * 5])
+    x = model.inp(features) + model.pos[:5] + masked[..., None] * model.mask_token
+    for block in legacy_blocks:
+        x = block(x, context_attention_mask(masked))
+    with torch.no_grad():
+        torch.testing.assert_close(model(features, masked), model.out(model.norm(x)), rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------- momentum
@@ -158,6 +186,20 @@ def test_momentum_update_math() -> None:
         momentum_update(target, online, 1.5)
     with pytest.raises(ValueError, match="same parameters"):
         momentum_update(target, nn.Linear(3, 1), 0.5)
+    with pytest.raises(ValueError, match="momentum"):
+        momentum_update(target, online, True)  # type: ignore[arg-type]
+
+
+def test_momentum_update_copies_buffers() -> None:
+    # A target that kept the batch-norm statistics it was copied with would normalise with stale ones.
+    online = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
+    target = copy.deepcopy(online).requires_grad_(False)
+    online(torch.randn(16, 2) * 5 + 3)  # training mode: updates the running statistics
+    momentum_update(target, online, 0.9)
+    for t, o in zip(target.buffers(), online.buffers(), strict=True):
+        assert torch.equal(t, o)
+    with pytest.raises(ValueError, match="same buffers"):
+        momentum_update(nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False), 0.5)
 
 
 def test_aux_gradient_reaches_the_encoder_but_not_the_key_encoder() -> None:
@@ -191,7 +233,7 @@ POLICY_KWARGS = dict(features_extractor_class=SmallCNN, features_extractor_kwarg
 
 
 def _env(n_envs: int = 4, **env_kwargs):
-    # 3 px per cell (24 x 24), SmallCNN's default, smaller and faster than the registered 5 px.
+    # 3 px per cell (24 x 24), SmallCNN's default, smaller than the registered 5 px.
     return make_masked_vec_env(IMAGE_ENV, n_envs, seed=0, env_kwargs={"image_cell_px": 3, **env_kwargs})
 
 

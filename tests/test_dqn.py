@@ -29,15 +29,15 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import KVWriter, Logger
 from stable_baselines3.common.vec_env import DummyVecEnv
-from toy_envs import make_two_key_toy_env
 
 from maskrl.agents.callbacks import MaskStatsCallback
 from maskrl.agents.dqn import MaskedDQN, MaskedQRDQN, random_valid_actions
 from maskrl.agents.env_setup import make_masked_vec_env
+from maskrl.agents.evaluation import evaluate_model
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
-from maskrl.agents.registry import get_algo
+from maskrl.agents.registry import build_model, get_algo
 from maskrl.agents.safe_load import load_model_safely
-from maskrl.evaluate import evaluate_model
+from maskrl.envs.toy import make_two_key_toy_env
 from maskrl.evaluate import main as evaluate_main
 from maskrl.masks import ACTION_MASK_KEY
 from maskrl.policies import MaskedDQNMultiInputPolicy, MaskedDQNPolicy, MaskedQRDQNPolicy
@@ -458,18 +458,14 @@ def test_every_value_based_algo_builds_from_the_yaml_files() -> None:
             assert hyperparams, (env_id, algo)
             spec = get_algo(algo)
             env = make_masked_vec_env(env_id, 1, env_kwargs=hyperparams.get("env_kwargs"), sees_mask=spec.sees_mask)
-            model = spec.algo_class(spec.policy_for(False), env, **resolve_algo_kwargs(hyperparams))
+            model = build_model(algo, env, hyperparams)
             assert model.learning_starts > 0 and model.policy.net_arch == [64, 64], (env_id, algo)
     assert load_hyperparams("maskrl/Kart-v0", "dqn_nomask")["env_kwargs"]["invalid_action_penalty"] < 0
 
 
 def test_study_steps_to_stay_skips_step_0_and_needs_the_curve_to_hold() -> None:
-    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, benchmarks)  # the study imports its PPO sibling's helpers by module name
-    try:
-        import dqn_masking_study as study
-    finally:
-        sys.path.remove(benchmarks)
+    from benchmarks import dqn_masking_study as study
+
     steps = [0, 5, 10, 15, 20]
     # Step 0 above the threshold (the untrained greedy net's constant action) does not count; the dip at 10 resets.
     assert study.steps_to_stay(steps, [4.5, 4.2, 1.0, 4.3, 4.6], 4.0) == 15.0
@@ -534,8 +530,8 @@ def train_taxi_dqn(seed: int = SEED, broken: bool = False) -> dict[str, Any]:
 def test_masked_dqn_learns_kart() -> None:
     results = train_kart_dqn()
     random_return = kart_random_valid_return()
-    # Measured (python tests/test_dqn.py --spread --checks kart; 15k steps, ~15-27 CPU-s a run): random valid driving
-    # 0.86. Masked DQN, seeds 0-4: 4.93, 4.47, 4.53, 5.13, 4.93 (AVX512 kernels); seeds 0-1 with
+    # Measured (python tests/test_dqn.py --spread --checks kart; 15k steps): random valid driving 0.86. Masked DQN,
+    # seeds 0-4: 4.93, 4.47, 4.53, 5.13, 4.93 (AVX512 kernels); seeds 0-1 with
     # ATEN_CPU_CAPABILITY=default: 4.87, 4.73. Broken (plain DQN without the mask), seeds 0-2: 3.49, 4.27, 4.00
     # with 73%, 22%, 28% invalid actions. The threshold, 3.5 x random = 3.0, sits 1.4 below the weakest correct run;
     # the broken runs learn to drive too (this Kart's invalid actions are mere no-ops), and the invalid-action rate
@@ -547,7 +543,7 @@ def test_masked_dqn_learns_kart() -> None:
 @pytest.mark.slow
 def test_masked_dqn_learns_taxi() -> None:
     results = train_taxi_dqn()
-    # Measured (python tests/test_dqn.py --spread --checks taxi; 40k steps, ~55-75 CPU-s a run), mean return over the
+    # Measured (python tests/test_dqn.py --spread --checks taxi; 40k steps), mean return over the
     # 20 evaluation episodes: masked DQN, seeds 0-4: 8.05, -12.65, 8.05, 8.05, 8.05 (AVX512 kernels; seed 1 has two
     # episodes of 20 going round in circles until the 200-step limit); seeds 0-1 with ATEN_CPU_CAPABILITY=default:
     # 8.05, 8.05. Broken (plain DQN without the mask), seeds 0-2: -200, -200, -200 (94-100% invalid actions). The

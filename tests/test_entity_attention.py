@@ -16,6 +16,7 @@ from stable_baselines3.common.torch_layers import CombinedExtractor
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from maskrl.policies import MaskedActorCriticPolicy
+from maskrl.policies.attention_masks import key_mask
 from maskrl.policies.attention_plots import AttentionMapCallback, plot_attention_map, save_attention_map
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 
@@ -191,10 +192,8 @@ def test_no_gradient_to_hidden_entities():
 def test_attention_maps_match_sdpa_forward(use_visibility):
     ext = extractor(dtype=torch.float32, use_visibility=use_visibility)
     obs = random_obs(dtype=torch.float32)
-    features, maps = ext.forward_with_attention(obs)
-    torch.testing.assert_close(features, ext(obs), rtol=1e-5, atol=1e-5)
+    maps = ext.attention_maps(obs)
     assert len(maps) == SMALL["n_blocks"]
-    torch.testing.assert_close(maps[0], ext.attention_maps(obs)[0])
     hidden = obs["visibility"] == 0
     for weights in maps:
         assert weights.shape == (6, SMALL["n_heads"], N, N)
@@ -211,14 +210,14 @@ def test_attention_block_weights_reproduce_sdpa_output():
     """The maps are the weights SDPA uses: weights @ V equals SDPA's output, block by block."""
     ext = extractor(dtype=torch.float64)
     obs = random_obs()
-    visible = ext.visible_mask(obs)
+    mask = key_mask(ext.visible_mask(obs))
     x = ext.embed(obs["entities"])
     for block in ext.blocks:
-        fast, none = block(x, visible)
-        slow, weights = block(x, visible, return_weights=True)
-        assert none is None and weights is not None
-        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
-        x = fast
+        sdpa = block(x, mask)
+        explicit, weights = block.forward_with_weights(x, mask)
+        assert weights.shape == (6, SMALL["n_heads"], N, N)
+        torch.testing.assert_close(sdpa, explicit, rtol=0, atol=1e-12)
+        x = sdpa
 
 
 def test_zero_blocks_is_embed_and_pool():

@@ -36,11 +36,11 @@ from maskrl.agents.checkpoints import Checkpoint, list_checkpoints
 from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.hyperparams import resolve_algo_kwargs
 from maskrl.agents.safe_load import SafeLoadError, check_env_id, import_allowed_class, load_model_safely
-from maskrl.agents.trajectory_dataset import load_dataset
-from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.evaluate import main as evaluate_main
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder, save_encoder
+from maskrl.representation.dataset import load_dataset
+from maskrl.representation.window import TrajectoryWindow
 from maskrl.train import build_parser as train_parser
 from maskrl.train import main as train_main
 
@@ -176,7 +176,7 @@ def test_env_id_with_a_module_prefix_is_refused_by_collect_trajectories(run: Pat
     canary = tmp_path / "PWNED"
     evil = hostile_copy(run, tmp_path / "evil")
     edit_config(evil, env=f"{payload_module(tmp_path, canary)}:maskrl/Kart-v0")
-    command = ["-m", "maskrl.agents.collect_trajectories", "--model", str(evil), "--out", "out.npz", "-n", "10"]
+    command = ["-m", "maskrl.representation.collect", "--model", str(evil), "--out", "out.npz", "-n", "10"]
     result = cli(command, tmp_path)
     assert_refused(result, "module prefix", "--unsafe-load")
     assert not canary.exists() and not (tmp_path / "out.npz").exists()
@@ -607,7 +607,9 @@ def test_pretrain_refuses_a_hostile_dataset_in_one_line(tmp_path: Path, dataset_
     canary = tmp_path / "PWNED"
     arrays = {**dataset_arrays, "actions": np.array([Payload(canary)] * 6, dtype=object)}
     np.savez(tmp_path / "data.npz", **arrays)
-    result = cli(["-m", "maskrl.agents.pretrain", "--data", "data.npz", "--out", "out", "--steps", "1"], tmp_path)
+    result = cli(
+        ["-m", "maskrl.representation.pretrain", "--data", "data.npz", "--out", "out", "--steps", "1"], tmp_path
+    )
     assert_refused(result, "Python objects")
     assert not canary.exists() and not (tmp_path / "out").exists()
 
@@ -648,7 +650,7 @@ def test_hostile_pretrained_encoders_are_refused(encoder_folder: Path, tmp_path:
         info["config"].update(d_model=1 << 16, n_heads=1)
         info_path.write_text(json.dumps(info))
     elif kind == "many-layers":
-        # Small layers, but many: even on the meta device each costs Python objects and milliseconds.
+        # Small layers, but many: even on the meta device each costs Python objects and time.
         info["config"].update(n_layers=2000)
         info_path.write_text(json.dumps(info))
     elif kind == "overflowing-size":

@@ -17,8 +17,8 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
 from maskrl.agents.env_setup import make_masked_vec_env
+from maskrl.agents.evaluation import evaluate_model
 from maskrl.envs.panda_herd import PandaHerdGridEnv
-from maskrl.evaluate import evaluate_model
 from maskrl.policies import EntityAttentionExtractor, GridNetPolicy, MaskedActorCriticPolicy
 
 KART = "maskrl/Kart-v0"

@@ -18,8 +18,8 @@ import torch
 
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
-from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.policies.trajectory_extractor import TrajectoryExtractor
+from maskrl.representation.window import TrajectoryWindow
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy_v0_1"
 SEEDS = range(5)

@@ -17,9 +17,9 @@ from torch.distributions import kl_divergence as torch_kl_divergence
 
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import CategoricalMap, MaskedActorCriticPolicy
-from maskrl.policies.categorical_map import CategoricalMapDistribution
 from maskrl.policies.distributions import MaskedBernoulli, MaskedCategorical, MaskedMultiCategorical, set_mask_checks
 from maskrl.policies.sb3_distributions import (
+    CategoricalMapDistribution,
     MaskedBernoulliDistribution,
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,

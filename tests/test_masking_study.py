@@ -1,18 +1,14 @@
-"""The pure helpers of benchmarks/masking_study.py: steps to threshold, seed means, the summary and its tables."""
+"""The pure helpers of the masking studies (benchmarks/common.py): steps to threshold, seed means, the summary and
+its tables, the results file of a study."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import json
 
 import pytest
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "masking_study.py"
-_SPEC = importlib.util.spec_from_file_location("masking_study", _PATH)
-study = importlib.util.module_from_spec(_SPEC)
-sys.modules["masking_study"] = study  # ProcessPoolExecutor and dataclasses look modules up by name
-_SPEC.loader.exec_module(study)
+from benchmarks import common as study
+from benchmarks.masking_study import NO_MASK_EVAL, VARIANTS
 
 
 def test_steps_to_threshold_first_crossing_equality_and_never() -> None:
@@ -41,7 +37,11 @@ def record(variant: str, seed: int, returns: list[float], size: int = 4, kl: flo
         "n_item_types": size,
         "seed": seed,
         "seconds": 60.0,
-        "eval": [{"steps": 1000.0 * i, "return": r, "invalid_rate": 0.0} for i, r in enumerate(returns)],
+        # the last evaluation is the final one
+        "eval": [
+            {"steps": 1000.0 * i, "return": r, "invalid_rate": 0.25 * (i == len(returns) - 1)}
+            for i, r in enumerate(returns)
+        ],
         "rollouts": [{"steps": 1000.0, "invalid_rate": 0.5, "train_return": None}],
         "updates": [{"steps": 1000.0, "approx_kl": kl}, {"steps": 2000.0, "approx_kl": 3 * kl}],
         "final_return": returns[-1],
@@ -60,7 +60,7 @@ def test_summarise_threshold_is_a_fraction_of_the_best_seed_mean_final_return() 
     results[3]["updates"] = []
     # Training return: the last 20% of the rollouts (here the last one) of the seeds that have one.
     results[0]["rollouts"] = [{"steps": i, "invalid_rate": 0.5, "train_return": float(i)} for i in range(1, 6)]
-    summary = study.summarise(results)
+    summary = study.summarise(results, VARIANTS)
     assert list(summary) == [4, 16]
     masked = summary[4]["masked"]
     assert masked["seeds"] == 2 and masked["final_mean"] == 5.0 and masked["final_std"] == 0.0
@@ -77,8 +77,8 @@ def test_summarise_threshold_is_a_fraction_of_the_best_seed_mean_final_return() 
 def test_tables_show_never_and_missing_values() -> None:
     results = [record("masked", 0, [0.0, 5.0]), record("penalty_0", 0, [0.0, 1.0])]
     results[1]["updates"] = []
-    summary = study.summarise(results)
-    paper = study.paper_table(summary)
+    summary = study.summarise(results, VARIANTS)
+    paper = study.paper_table(summary, VARIANTS)
     assert "| masked | 5.00 ± 0.00 (1k) |" in paper and "| penalty_0 | 1.00 ± 0.00 (never) |" in paper
     long = study.long_table(summary).splitlines()
     assert len(long) == 2 + 2
@@ -101,3 +101,103 @@ def test_training_curve_averages_a_window_of_rollouts_and_skips_rollouts_without
     steps, values = study.mean_training_curve([{"rollouts": rows}, {"rollouts": other}])
     assert steps == [2.0, 3.0, 4.0, 5.0] and values == [1.5, 1.5, 2.0, 3.0]
     assert study.mean_training_curve([{"rollouts": []}]) == ([], [])
+
+
+def test_summarise_a_negative_best_is_reached_from_below_and_steps_to_stay_must_hold() -> None:
+    runs = [record("masked", 0, [-20.0, -9.0, -12.0, -9.0], size=0), record("no_mask", 0, [-20.0, -30.0], size=0)]
+    summary = study.summarise(runs, ["masked", "no_mask"], study.steps_to_stay)[0]
+    assert summary["masked"]["threshold"] == pytest.approx(-9.0 / 0.9)
+    assert summary["masked"]["steps_to_threshold"] == 3000.0  # -9 at 1000 does not hold: -12 follows
+    assert summary["no_mask"]["steps_to_threshold"] is None
+    assert "Taxi-v4" in study.paper_table({0: summary}, ["masked", "no_mask"])
+    assert "| Taxi | masked |" in study.long_table({0: summary}, with_kl=False)
+
+
+def test_results_file_keeps_a_list_or_a_dict_with_the_runs_under_a_key(tmp_path) -> None:
+    plain, keyed = study.ResultsFile(tmp_path / "a.json"), study.ResultsFile(tmp_path / "b.json", runs_key="runs")
+    assert plain.load() == ({}, []) and keyed.load() == ({}, [])
+    plain.save({"ignored": 1}, [{"seed": 0}])
+    keyed.save({"settings": {"x": 1}}, [{"seed": 0}])
+    assert json.loads(plain.path.read_text()) == [{"seed": 0}]
+    assert json.loads(keyed.path.read_text()) == {"settings": {"x": 1}, "runs": [{"seed": 0}]}
+    assert keyed.load() == ({"settings": {"x": 1}}, [{"seed": 0}])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]  # no partial file left behind
+
+
+def test_run_grid_redoes_the_grid_keeps_other_runs_and_with_resume_skips_done_ones(tmp_path) -> None:
+    results = study.ResultsFile(tmp_path / "results.json", runs_key="runs")
+    calls = []
+
+    def run(variant: str, seed: int) -> list[dict]:
+        calls.append((variant, seed))
+        # a masked run also gives the record of its model evaluated without the mask
+        extra = [{"variant": NO_MASK_EVAL, "seed": seed, "call": len(calls)}] if variant == "masked" else []
+        return [{"variant": variant, "seed": seed, "call": len(calls)}, *extra]
+
+    def job_of(r: dict) -> tuple:
+        return ("masked" if r["variant"] == NO_MASK_EVAL else r["variant"], r["seed"])
+
+    def grid(jobs: list[tuple], resume: bool = False) -> list[dict]:
+        return study.run_grid(results, {"settings": {}}, jobs, run, job_of, lambda r: r["variant"], resume)
+
+    grid([("masked", 0), ("naive", 0)])
+    assert calls == [("masked", 0), ("naive", 0)] and len(results.load()[1]) == 3
+    runs = grid([("naive", 0), ("naive", 1)])  # naive 0 is redone, masked 0 and its no-mask record stay
+    assert calls[2:] == [("naive", 0), ("naive", 1)]
+    assert sorted((r["variant"], r["seed"], r["call"]) for r in runs) == [
+        ("masked", 0, 1), (NO_MASK_EVAL, 0, 1), ("naive", 0, 3), ("naive", 1, 4)
+    ]  # fmt: skip
+    grid([("masked", 0), ("naive", 2)], resume=True)
+    assert calls[4:] == [("naive", 2)]
+    assert results.load()[0] == {"settings": {}} and len(results.load()[1]) == 5
+
+
+def test_training_curves_record_rollouts_updates_and_evaluations() -> None:
+    from stable_baselines3 import PPO
+
+    from maskrl.agents.env_setup import make_masked_vec_env
+    from maskrl.policies import MaskedActorCriticPolicy
+
+    env = make_masked_vec_env("maskrl/ToyMasked-v0", 2, 0)
+    model = PPO(MaskedActorCriticPolicy, env, n_steps=16, batch_size=16, n_epochs=1, seed=0, device="cpu")
+    curves = study.TrainingCurves(lambda m: {"value": 1.0}, eval_every=40, update_keys=("approx_kl", "missing"))
+    model.learn(96, callback=curves)
+    assert [row["steps"] for row in curves.rollouts] == [32.0, 64.0, 96.0]
+    assert all(row["invalid_rate"] == 0 and row["recent_return"] is not None for row in curves.rollouts)
+    # read at the start of the next rollouts and at the end; keys not logged are left out
+    assert [sorted(row) for row in curves.updates] == [["approx_kl", "steps"]] * 3
+    assert [row["steps"] for row in curves.updates] == [32.0, 64.0, 96.0]
+    assert [row["steps"] for row in curves.evals] == [0.0, 40.0, 80.0, 96.0] and curves.eval_seconds > 0
+    env.close()
+
+
+def test_evaluate_counts_the_invalid_actions_of_a_model_without_its_mask() -> None:
+    from stable_baselines3 import PPO
+
+    from maskrl.agents.env_setup import make_masked_vec_env
+    from maskrl.policies import MaskedActorCriticPolicy
+
+    def env():
+        return make_masked_vec_env("maskrl/ToyMasked-v0", 4, 7)
+
+    model = PPO(MaskedActorCriticPolicy, env(), n_steps=16, seed=0, device="cpu")
+    masked = study.evaluate(model, env(), 8, deterministic=False)
+    unmasked = study.evaluate(model, study.AllActionsValid(env()), 8, deterministic=False)
+    assert len(masked["returns"]) == len(masked["lengths"]) == 8
+    assert masked["invalid_action_rate"] == 0 < unmasked["invalid_action_rate"]
+    assert masked["return_mean"] == pytest.approx(sum(masked["returns"]) / 8)
+
+
+def test_band_and_save_figure_write_a_small_palette_png(tmp_path) -> None:
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    fig = Figure(figsize=(4, 3), dpi=80)
+    ax = fig.add_subplot()
+    study.band(ax, [([0, 10, 20], [0.0, 1.0, 2.0]), ([5, 15, 25], [1.0, 2.0, 3.0])], "a", smooth=1)
+    study.band(ax, [([0], [1.0])], "too short")  # left out
+    assert [line.get_label() for line in ax.lines] == ["a"]
+    assert tuple(ax.lines[0].get_xdata()[[0, -1]]) == (5.0, 20.0)  # from the latest start to the earliest end
+    study.save_figure(fig, tmp_path / "plot.png")
+    with Image.open(tmp_path / "plot.png") as image:
+        assert image.mode == "P"

@@ -1,16 +1,21 @@
-"""Tests of the panda herd: PettingZoo API, hand-made scenarios, the centralised view and HerdVecEnv."""
+"""Tests of the panda herd: hand-made scenarios, the centralised view and HerdVecEnv.
 
-import warnings
+The env contract (PettingZoo's api, seed and state tests, checkers, kwargs errors, masks, invalid actions,
+determinism) is checked for the parallel env and the centralised view in test_env_contract.py.
+"""
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from pettingzoo.test import api_test, parallel_api_test, parallel_seed_test, seed_test
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_env_contract import herd_kwargs
 
 from maskrl.envs.herd_vec_env import HerdVecEnv
 from maskrl.envs.panda_herd import (
     DOWN,
     LEFT,
+    N_ACTIONS,
     PETTINGZOO_ID,
     RIGHT,
     STAY,
@@ -33,77 +38,47 @@ def _herd(layout: list[str], n_pandas: int, **kwargs):
 
 
 def _cell(e: PandaHerdParallelEnv, i: int) -> tuple[int, int]:
-    return divmod(e._pos[i], e.size)
+    return divmod(e.panda_cells()[i], e.size)
 
 
-# ---------------------------------------------------------------------- PettingZoo API
-def test_aec_api_test():
-    api_test(env(max_steps=60), num_cycles=100)
-    api_test(raw_env(n_pandas=2, max_steps=30), num_cycles=50)
-
-
-def test_parallel_api_test():
-    parallel_api_test(parallel_env(max_steps=60), num_cycles=100)
-    parallel_api_test(parallel_env(n_pandas=1, dragon_chase_prob=1.0), num_cycles=200)
-
-
-def test_seed_test_and_state_test():
-    from pettingzoo.test.state_test import state_test
-
-    seed_test(env, num_cycles=50)
-    parallel_seed_test(parallel_env, num_cycles=50)
-    state_test(env(), parallel_env())
-
-
+# ---------------------------------------------------------------------- PettingZoo registration
 def test_metadata_and_registry():
     import pettingzoo
 
     assert PandaHerdParallelEnv.metadata["name"] == "panda_herd_v0"
     assert PandaHerdParallelEnv.metadata["is_parallelizable"] is True
     assert isinstance(pettingzoo.make("parallel", PETTINGZOO_ID, n_pandas=3), PandaHerdParallelEnv)
-    aec = pettingzoo.make("aec", PETTINGZOO_ID, n_pandas=3)
-    aec.reset(seed=0)
-    assert aec.agents == ["panda_0", "panda_1", "panda_2"]
+    for aec in (pettingzoo.make("aec", PETTINGZOO_ID, n_pandas=3), env(n_pandas=3), raw_env(n_pandas=3)):
+        aec.reset(seed=0)
+        assert aec.agents == ["panda_0", "panda_1", "panda_2"]
+    assert isinstance(gym.make("maskrl/PandaHerd-v0").unwrapped, PandaHerdGridEnv)
 
 
-def test_spaces_are_stable_objects_and_cover_observations():
-    e = parallel_env()
-    obs, _ = e.reset(seed=3)
-    for agent in e.possible_agents:
-        assert e.observation_space(agent) is e.observation_space(agent)
-        assert e.action_space(agent) is e.action_space(agent)
-        assert e.observation_space(agent).contains(obs[agent])
-        assert obs[agent]["action_mask"].dtype == np.int8
-    assert e.observation_space("panda_0") is not e.observation_space("panda_1")
-    assert obs["panda_0"]["observation"].shape == (len(VIEW_CHANNELS) * 25 + 2,)
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        (["P...."] * 5, "layout must be 8 strings of 8 characters"),
+        (["P......."] * 8, "layout needs exactly n_pandas=4 P, got 8"),
+        (["PPPPD..x"] + ["........"] * 7, "layout has unknown character 'x' at row 0, column 7; use P D W T ."),
+        (["PPPPD..."] + ["........"] * 7, "layout needs exactly n_dragons=2 D, got 1"),
+        (["PPPPDD.."] + ["........"] * 7, "layout needs exactly n_watermelons=3 W, got 0"),
+    ],
+)
+def test_bad_layouts_raise_clear_value_errors(layout: list[str], message: str):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(".", r"\.")):
+        PandaHerdParallelEnv().reset(options={"layout": layout})
 
 
-def test_bad_arguments_raise():
-    for kwargs in ({"n_pandas": 0}, {"size": 4}, {"view_size": 4}, {"dragon_chase_prob": 2.0}, {"render_mode": "x"}):
-        with pytest.raises(ValueError):
-            PandaHerdParallelEnv(**kwargs)
-    e = PandaHerdParallelEnv()
-    with pytest.raises(ValueError, match="layout"):
-        e.reset(options={"layout": ["P...."] * 5})
-    e.reset(seed=0)
-    with pytest.raises(ValueError):
-        e.step(dict.fromkeys(e.agents, 7))
-
-
-def test_same_seed_same_trajectory_and_different_seeds_differ():
-    def run(seed: int) -> list:
-        e = parallel_env()
-        obs, _ = e.reset(seed=seed)
-        out = []
-        rng = np.random.default_rng(0)
-        while e.agents:
-            acts = {a: int(rng.choice(np.flatnonzero(obs[a]["action_mask"]))) for a in e.agents}
-            obs, rew, *_ = e.step(acts)
-            out.append((sorted(rew.items()), list(e._dragons), list(e._wm)))
-        return out
-
-    assert run(5) == run(5)
-    assert run(5) != run(6)
+def test_none_and_missing_actions_are_stay_and_not_invalid():
+    e, _, _ = _herd([".....", ".P...", "..W..", "...P.", "....D"], n_pandas=2, invalid_action_penalty=-0.5)
+    before = e.panda_cells()
+    for actions in ({"panda_0": None, "panda_1": None}, {}, {"panda_0": None}, None):
+        _, rewards, _, _, infos = e.step(actions)
+        assert e.panda_cells() == before
+        assert all(info["invalid_action"] is False for info in infos.values()) and set(rewards.values()) == {0.0}
+    _, _, _, _, infos = e.step({"panda_0": UP, "panda_1": None})
+    assert infos["panda_0"]["invalid_action"] is False and infos["panda_1"]["invalid_action"] is False
+    assert e.panda_cells() == [before[0] - 5, before[1]]
 
 
 # ---------------------------------------------------------------------- hand-made scenarios
@@ -157,6 +132,7 @@ def test_masks_block_trees_and_walls_and_invalid_action_is_noop():
 
 def test_egocentric_view_channels():
     _, obs, _ = _herd(["P.D..", "T....", "..W..", ".....", "....P"], n_pandas=2)
+    assert obs["panda_0"]["observation"].shape == (len(VIEW_CHANNELS) * 25 + 2,)
     view = obs["panda_0"]["observation"][:-2].reshape(len(VIEW_CHANNELS), 5, 5)
     blocked, melon, other, dragon = view
     assert blocked[:2].all() and blocked[:, :2].all()  # off the grid above and to the left
@@ -173,7 +149,7 @@ def test_eating_gives_plus_one_and_respawns():
     _, rew, *_ = e.step({"panda_0": RIGHT, "panda_1": STAY})
     assert rew == {"panda_0": 1.0, "panda_1": 0.0}
     assert len(e._wm) == 1 and e._wm[0] != 2 * 5 + 3
-    assert e._wm[0] not in (*e._pos, *e._dragons, *e._trees)
+    assert e._wm[0] not in (*e.panda_cells(), *e._dragons, *e._world.trees)
     assert e._stats[0]["watermelons_eaten"] == 1
 
 
@@ -186,11 +162,11 @@ def test_shared_reward_and_first_in_order_eats():
 
 def test_dragon_walks_around_trees_toward_nearest_panda():
     e, _, _ = _herd(["..P..", "TTT..", ".....", ".....", "D...W"], n_pandas=1, dragon_chase_prob=1.0)
-    dist = [e._distances(e._pos[0])[e._dragons[0]]]
+    dist = [e._world.distances(e.panda_cells()[0])[e._dragons[0]]]
     for _ in range(3):
         e.step({"panda_0": STAY})
-        dist.append(e._distances(e._pos[0])[e._dragons[0]])
-        assert not e._blocked[e._dragons[0]]
+        dist.append(e._world.distances(e.panda_cells()[0])[e._dragons[0]])
+        assert not e._world.blocked[e._dragons[0]]
     assert dist == [dist[0] - k for k in range(4)]
 
 
@@ -210,18 +186,8 @@ def test_renders():
 
 
 # ---------------------------------------------------------------------- centralised view
-def test_grid_env_passes_gymnasium_and_sb3_checkers():
-    from gymnasium.utils.env_checker import check_env
-    from stable_baselines3.common.env_checker import check_env as sb3_check_env
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        check_env(PandaHerdGridEnv(max_steps=20), skip_render_check=True)
-        sb3_check_env(PandaHerdGridEnv(max_steps=20))
-        sb3_check_env(PandaHerdGridEnv(max_steps=20, flat_action_mask=True))
-        g = gym.make("maskrl/PandaHerd-v0") if "maskrl/PandaHerd-v0" in gym.registry else None
-    if g is not None:
-        assert isinstance(g.unwrapped, PandaHerdGridEnv)
+def _occupied(g: PandaHerdGridEnv) -> list[int]:
+    return sorted({p for p in g.herd.panda_cells() if p >= 0})
 
 
 def _random_cell_actions(obs: dict, rng: np.random.Generator) -> np.ndarray:
@@ -237,16 +203,15 @@ def test_grid_env_agent_mask_and_action_mask_layouts():
     done = False
     while not done:
         expected = np.zeros(g.n_cells, dtype=np.int8)
-        expected[[p for p in g.herd._pos if p >= 0]] = 1
+        expected[_occupied(g)] = 1
         np.testing.assert_array_equal(obs["agent_mask"].ravel(), expected)
         np.testing.assert_array_equal(obs["grid"][2].ravel(), expected)
         flat = g.action_masks()
-        assert flat.dtype == bool and flat.shape == (g.n_cells * 5,)
-        np.testing.assert_array_equal(flat.reshape(g.n_cells, 5), obs["action_mask"].reshape(5, -1).T.astype(bool))
         empty = expected == 0
         np.testing.assert_array_equal(flat.reshape(g.n_cells, 5)[empty], np.eye(5, dtype=bool)[[STAY] * empty.sum()])
-        for p in {p for p in g.herd._pos if p >= 0}:
-            np.testing.assert_array_equal(flat.reshape(g.n_cells, 5)[p], g.herd._mask(p).astype(bool))
+        for agent, p in zip(g.herd.possible_agents, g.herd.panda_cells(), strict=True):
+            if p >= 0:
+                np.testing.assert_array_equal(flat.reshape(g.n_cells, 5)[p], g.herd.action_mask(agent).astype(bool))
         obs, _, term, trunc, info = g.step(_random_cell_actions(obs, rng))
         done = term or trunc
     assert set(info["episode_stats"]) == {
@@ -258,7 +223,7 @@ def test_grid_env_agent_mask_and_action_mask_layouts():
     }
     flat_env = PandaHerdGridEnv(flat_action_mask=True)
     obs, _ = flat_env.reset(seed=2)
-    np.testing.assert_array_equal(obs["action_mask"], flat_env.action_masks().astype(np.int8))
+    assert obs["action_mask"].shape == (flat_env.n_cells * 5,)
 
 
 def test_grid_env_empty_cell_actions_have_no_effect():
@@ -289,7 +254,8 @@ def test_grid_env_team_reward_is_sum_of_panda_rewards():
     done, rewards_seen = False, set()
     while not done:
         act = rng.integers(0, 5, size=g.n_cells)  # random, including invalid ones
-        per_agent = {agent: int(act[p._pos[p.agent_name_mapping[agent]]]) for agent in p.agents}
+        cells = p.panda_cells()
+        per_agent = {agent: int(act[cells[p.agent_name_mapping[agent]]]) for agent in p.agents}
         _, rew, *_ = p.step(per_agent)
         _, r, term, trunc, info = g.step(act)
         assert r == pytest.approx(sum(rew.values()))
@@ -307,8 +273,36 @@ def test_grid_env_terminates_when_all_caught():
     obs, r, term, trunc, info = g.step(act)
     assert term and not trunc and r == -1.0
     assert info["episode_stats"]["pandas_caught"] == 1.0 and obs["agent_mask"].sum() == 0
-    with pytest.raises(RuntimeError):
-        g.step(act)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(kwargs=herd_kwargs(), flat=st.booleans(), data=st.data())
+def test_grid_env_cells_masks_and_invalid_counts_follow_the_pandas(kwargs, flat, data):
+    """Fuzzed: agent_mask is the pandas' cells, empty cells allow only STAY, each invalid panda action counts once."""
+    g = PandaHerdGridEnv(flat_action_mask=flat, **kwargs)
+    n_cells, herd = kwargs["size"] ** 2, g.herd
+    obs, info = g.reset(seed=data.draw(st.integers(0, 2**31 - 1), label="seed"))
+    assert info["invalid_actions"] == 0 and info["pandas_alive"] == kwargs["n_pandas"]
+    done = False
+    while not done:
+        cell_mask = g.action_masks().reshape(n_cells, N_ACTIONS)
+        occupied = _occupied(g)
+        np.testing.assert_array_equal(np.flatnonzero(obs["agent_mask"].ravel()), occupied)
+        empty = np.setdiff1d(np.arange(n_cells), occupied)
+        assert cell_mask[empty, STAY].all() and not cell_mask[empty, STAY + 1 :].any()
+        # Occupied cells: one hypothesis draw each (valid, invalid or any); empty cells: anything (it is ignored).
+        action = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1))).integers(0, N_ACTIONS, n_cells)
+        for cell in occupied:
+            allowed, forbidden = np.flatnonzero(cell_mask[cell]), np.flatnonzero(~cell_mask[cell])
+            mode = data.draw(st.sampled_from(["valid", "invalid", "any"]))
+            pool = forbidden if mode == "invalid" and len(forbidden) else allowed if mode != "any" else range(5)
+            action[cell] = data.draw(st.sampled_from(list(pool)))
+        expected_invalid = sum(not cell_mask[p, action[p]] for p in herd.panda_cells() if p >= 0)
+        obs, _, terminated, truncated, info = g.step(action)
+        assert info["invalid_actions"] == expected_invalid, (action, info)
+        assert info["pandas_alive"] == len(herd.agents)
+        done = terminated or truncated
+    assert terminated is (info["episode_stats"]["pandas_alive"] == 0)
 
 
 # ---------------------------------------------------------------------- HerdVecEnv
@@ -337,7 +331,7 @@ def test_herd_vec_env_contract():
                 assert "episode_stats" in infos[k]
         for e, herd in enumerate(v.envs):
             slots = list(range(e * 3, e * 3 + 3))
-            if herd._t == 0:  # every agent of env e left in this step: it auto-reset, all its slots are live again
+            if herd.step_count == 0:  # every agent of env e left in this step: it auto-reset, all slots live again
                 n_resets += 1
                 assert len(herd.agents) == 3 and (dones[slots] | dead[slots]).all()
                 dead[slots] = False

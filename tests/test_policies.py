@@ -22,8 +22,8 @@ from stable_baselines3.common.preprocessing import get_flattened_obs_dim
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
-from toy_envs import ToyMaskedEnv, make_dict_toy_env, make_two_key_toy_env, random_return
 
+from maskrl.envs.toy import ToyMaskedEnv, make_dict_toy_env, make_two_key_toy_env, random_return
 from maskrl.envs.wrappers import DropMasks
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.actor_critic import split_observation_space

@@ -1,8 +1,8 @@
 """Every ```python snippet of README.md runs as pasted, each in a fresh interpreter.
 
 The one change made to a snippet: training budgets. ``.learn(<number>)`` becomes ``.learn(2_048)`` (:data:`BUDGET`),
-so that a snippet showing a realistic budget (``learn(200_000)``) runs in seconds; the README says so next to it.
-Snippets run in an empty temporary folder, so whatever they write stays out of the repository.
+so that a snippet showing a realistic budget (``learn(200_000)``) runs as a short check; the README says so next to
+it. Snippets run in an empty temporary folder, so whatever they write stays out of the repository.
 """
 
 from __future__ import annotations

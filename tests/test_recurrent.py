@@ -21,12 +21,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.torch_layers import CombinedExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from torch import nn
-from toy_envs import InvalidActionError, make_dict_toy_env, make_two_key_toy_env
 
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.registry import get_algo
 from maskrl.agents.safe_load import load_model_safely
 from maskrl.envs.panda_grid import PandaGridEnv
+from maskrl.envs.toy import InvalidActionError, make_dict_toy_env, make_two_key_toy_env
 from maskrl.envs.wrappers import DropMasks
 from maskrl.evaluate import main as evaluate_main
 from maskrl.masks import ACTION_MASK_KEY
@@ -637,7 +637,7 @@ def train_cue_recall(seed: int, recurrent: bool = True, timesteps: int = 4096) -
 def test_masked_recurrent_ppo_learns_to_remember():
     # Measured spread (train_cue_recall, 4096 steps, seeds 0-4, each in a fresh process with one torch thread):
     # 1.00 for every seed, both with torch's native kernels (AVX512) and with ATEN_CPU_CAPABILITY=default (scalar
-    # kernels); 13-22 s each. Failing configurations, seeds 0-2: memoryless masked PPO 0.31-0.38 (the bound is 1/3),
+    # kernels). Failing configurations, seeds 0-2: memoryless masked PPO 0.31-0.38 (the bound is 1/3),
     # masks misaligned by one row in evaluate_actions 0.30-0.36. At 12k steps the curves stay at 1.0 but dip once in
     # a while (to 0.57-0.85 at single checkpoints), so the budget is kept short; 0.75 leaves a wide margin on both
     # sides. The env is strict: a masked action would raise.

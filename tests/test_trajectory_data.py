@@ -17,21 +17,22 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from maskrl.agents import collect_trajectories, pretrain
-from maskrl.agents.collect_trajectories import collect
-from maskrl.agents.trajectory_dataset import (
+from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
+from maskrl.policies import MaskedMultiInputPolicy
+from maskrl.policies.attention_masks import causal_mask
+from maskrl.policies.trajectory_extractor import TrajectoryExtractor
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, save_encoder
+from maskrl.representation import collect as collect_cli
+from maskrl.representation import pretrain as pretrain_cli
+from maskrl.representation.collect import collect
+from maskrl.representation.dataset import (
     TrajectoryDataset,
     WindowSampler,
     load_dataset,
     save_dataset,
     window_indices,
 )
-from maskrl.envs.trajectory_window import TrajectoryWindow
-from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
-from maskrl.policies import MaskedMultiInputPolicy
-from maskrl.policies.attention_masks import causal_mask
-from maskrl.policies.trajectory_extractor import TrajectoryExtractor
-from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, save_encoder
+from maskrl.representation.window import TrajectoryWindow
 
 KART = "maskrl/Kart-v0"
 
@@ -116,7 +117,7 @@ def test_collect_cli_errors_are_one_line(tmp_path, capsys) -> None:
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
-            collect_trajectories.main(["-n", "5", *argv])
+            collect_cli.main(["-n", "5", *argv])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
@@ -124,17 +125,22 @@ def test_collect_cli_errors_are_one_line(tmp_path, capsys) -> None:
 
 def test_console_entry_points_import_in_a_fresh_interpreter() -> None:
     # Each command imports its own module first: an import cycle only shows when nothing else was imported before.
-    for module in ("maskrl.agents.collect_trajectories", "maskrl.agents.pretrain", "maskrl.train", "maskrl.evaluate"):
+    for module in (
+        "maskrl.representation.collect",
+        "maskrl.representation.pretrain",
+        "maskrl.train",
+        "maskrl.evaluate",
+    ):
         result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, (module, result.stderr)
 
 
 def test_collect_and_pretrain_commands(tmp_path, capsys) -> None:
     data = tmp_path / "new_folder" / "data.npz"  # the command creates the folder
-    collect_trajectories.main(["--env-kwargs", "max_steps=50", "-n", "300", "--out", str(data), "--seed", "1"])
+    collect_cli.main(["--env-kwargs", "max_steps=50", "-n", "300", "--out", str(data), "--seed", "1"])
     assert "300 steps, 6 episodes" in capsys.readouterr().out
     out = tmp_path / "pre"
-    pretrain.main(
+    pretrain_cli.main(
         ["--data", str(data), "--out", str(out), "--steps", "4", "--save-interval", "2", "--val-fraction", "0.2"]
     )
     assert (out / "encoder.pt").is_file() and (out / "encoder.json").is_file()
@@ -160,7 +166,7 @@ def test_collect_and_pretrain_commands(tmp_path, capsys) -> None:
         (["--data", str(data), "--d-model", "30", "--n-heads", "4"], "multiple of n_heads"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
-            pretrain.main([*argv, "--out", str(tmp_path / "x"), "--steps", "1"])
+            pretrain_cli.main([*argv, "--out", str(tmp_path / "x"), "--steps", "1"])
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
 

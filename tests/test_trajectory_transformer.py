@@ -1,22 +1,18 @@
 """Tests for the trajectory transformer and its pretraining objectives: no-leak gradients through the whole model,
-masked reconstruction, the momentum target, the masking curriculum, learning on a tiny synthetic dataset, files."""
+masked reconstruction, the momentum target, the masking curriculum, learning on a tiny synthetic dataset, files
+(including encoders in maskrl 0.1.0's layout)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from maskrl.agents.pretraining_objectives import (
-    TrajectoryPretrainer,
-    check_objectives,
-    ema_update,
-    mask_ratio_schedule,
-)
-from maskrl.agents.trajectory_dataset import TrajectoryDataset, WindowSampler
-from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask
+from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask, trajectory_token_valid
 from maskrl.policies.trajectory_transformer import (
     TrajectoryConfig,
     TrajectoryTransformer,
@@ -24,6 +20,8 @@ from maskrl.policies.trajectory_transformer import (
     load_encoder,
     save_encoder,
 )
+from maskrl.representation.dataset import TrajectoryDataset, WindowSampler
+from maskrl.representation.objectives import TrajectoryPretrainer, check_objectives, mask_ratio_schedule
 
 K = 4
 T = 2 * K - 1
@@ -95,7 +93,7 @@ def test_padding_content_never_reaches_valid_tokens() -> None:
     model = _model()
     obs, actions = torch.randn(2, K, OBS_DIM), torch.randint(0, 3, (2, K - 1))
     obs_valid = torch.tensor([[False, False, True, True], [True, True, True, True]])
-    token_valid = TrajectoryPretrainer.token_valid(obs_valid)
+    token_valid = trajectory_token_valid(obs_valid)
     assert token_valid[0].tolist() == [False, False, False, False, True, True, True]
     full = torch.ones(T, T, dtype=torch.bool)
     out = model(obs, actions, full, token_valid)
@@ -141,19 +139,6 @@ def test_masking_curriculum_grows_and_always_masks_an_action() -> None:
     )
     ratios = [float(pretrainer.loss(obs, actions, valid, progress=p)[1]["mask_ratio"]) for p in (0.0, 1.0)]
     assert ratios == pytest.approx([1 / 3, 1.0])
-
-
-def test_ema_update_math() -> None:
-    torch.manual_seed(0)
-    online, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
-    before = [p.detach().clone() for p in target.parameters()]
-    ema_update(target, online, 0.9)
-    for new, old, src in zip(target.parameters(), before, online.parameters(), strict=True):
-        assert torch.allclose(new, 0.9 * old + 0.1 * src.detach(), atol=1e-7)
-    ema_update(target, online, 0.0)
-    assert all(torch.equal(a, b) for a, b in zip(target.parameters(), online.parameters(), strict=True))
-    with pytest.raises(ValueError, match="momentum"):
-        ema_update(target, online, 1.5)
 
 
 def test_forward_target_gets_no_gradient_and_follows_the_online_encoder() -> None:
@@ -270,3 +255,82 @@ def test_encoder_files_round_trip_exactly(tmp_path) -> None:
     (tmp_path / "encoder.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="do not fit"):
         load_encoder(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- maskrl 0.1.0 encoders
+
+LEGACY_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "legacy_v0_1" / "encoder"
+
+
+class _LegacyBlock(nn.Module):
+    """maskrl 0.1.0's ``trajectory_transformer.Block`` (nn.MultiheadAttention, ``ln_attn``/``ln_mlp``), verbatim."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=0.0, batch_first=True)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mha_mask = ~mask  # MultiheadAttention: True = may NOT attend
+        if mha_mask.ndim == 3:
+            mha_mask = mha_mask.repeat_interleave(self.n_heads, dim=0)
+        h = self.ln_attn(x)
+        x = x + self.attn(h, h, h, attn_mask=mha_mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_mlp(x))
+
+
+def _legacy_folder(folder: Path, seed: int = 0) -> tuple[Path, nn.ModuleList]:
+    """An encoder folder as maskrl 0.1.0 wrote it: old block names, ``mlp_ratio`` in the config; and its blocks."""
+    model = _model(seed=seed)
+    torch.manual_seed(seed + 1)
+    blocks = nn.ModuleList(_LegacyBlock(16, 2, 4) for _ in range(model.config.n_layers))
+    for param in blocks.parameters():
+        param.data.normal_(0.0, 0.5)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("blocks.")}
+    state.update({f"blocks.{k}": v.clone() for k, v in blocks.state_dict().items()})
+    folder.mkdir()
+    torch.save(state, folder / "encoder.pt")
+    config = {**model.config.to_dict(), "mlp_ratio": 4}
+    (folder / "encoder.json").write_text(json.dumps({"config": config}))
+    model.blocks = blocks  # the old model, for reference outputs
+    return folder, model
+
+
+def test_a_maskrl_0_1_encoder_folder_loads_and_encodes_the_same(tmp_path) -> None:
+    folder, legacy = _legacy_folder(tmp_path / "old")
+    assert "blocks.0.attn.in_proj_weight" in torch.load(folder / "encoder.pt", weights_only=True)
+    loaded, info = load_encoder(folder)
+    assert info["config"]["mlp_ratio"] == 4 and "mlp_ratio" not in loaded.config.to_dict()
+    obs, actions = torch.randn(3, K, OBS_DIM), torch.randint(0, 3, (3, K - 1))
+    token_valid = trajectory_token_valid(torch.tensor([[False, True, True, True]] * 3))
+    for mask in (causal_mask(T), inverse_dynamics_mask(T)):
+        with torch.no_grad():
+            expected = legacy(obs, actions, mask, token_valid)  # runs the old MultiheadAttention blocks
+            torch.testing.assert_close(loaded(obs, actions, mask, token_valid), expected, rtol=1e-5, atol=1e-5)
+    # The same remap serves a plain load_state_dict (e.g. a pretraining checkpoint of maskrl 0.1.0).
+    fresh = TrajectoryTransformer(loaded.config)
+    fresh.load_state_dict(torch.load(folder / "encoder.pt", weights_only=True))
+    for (name, a), b in zip(fresh.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_fixture_encoder_of_maskrl_0_1_has_the_old_layout_and_loads() -> None:
+    # tests/test_legacy_artifacts.py checks its features against the values maskrl 0.1.0 computed.
+    raw = torch.load(LEGACY_FIXTURE / "encoder.pt", weights_only=True)
+    assert "blocks.0.ln_attn.weight" in raw and "blocks.0.attn.in_proj_weight" in raw
+    encoder, info = load_encoder(LEGACY_FIXTURE)
+    assert info["config"]["mlp_ratio"] == 4
+    assert torch.equal(encoder.blocks[0].qkv.weight, raw["blocks.0.attn.in_proj_weight"])
+    assert torch.equal(encoder.blocks[0].attn_norm.bias, raw["blocks.0.ln_attn.bias"])
+
+
+def test_config_keeps_only_the_legacy_mlp_ratio() -> None:
+    base = {"obs_dim": 4, "action_dim": 3}
+    assert TrajectoryConfig.from_dict({**base, "mlp_ratio": 4}) == TrajectoryConfig(4, 3)
+    with pytest.raises(ValueError, match="mlp_ratio 4 only"):
+        TrajectoryConfig.from_dict({**base, "mlp_ratio": 2})

@@ -8,9 +8,9 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
-from toy_envs import ToyMaskedEnv, TwoKeyToyEnv, make_dict_toy_env
 
 from maskrl.envs import ActionMasksToObservation, DropMasks
+from maskrl.envs.toy import ToyMaskedEnv, TwoKeyToyEnv, make_dict_toy_env
 from maskrl.masks import action_mask_size
 
 ACTION_TYPES = ["discrete", "multidiscrete"]

@@ -1,4 +1,5 @@
-"""TensorBoard metrics about masks and env episodes, beyond SB3's own, and ``train.py``'s short progress lines."""
+"""The callbacks of a training run beyond SB3's own: metrics about masks and env episodes, short progress lines,
+and the callbacks the model's own parts ask for (:func:`extra_callbacks`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from collections import defaultdict
 from typing import TextIO
 
 import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.agents.env_setup import VALID_ACTIONS_KEY
+from maskrl.agents.run_folder import RunFolder
 from maskrl.masks import ACTION_MASK_KEY
+from maskrl.policies.attention_plots import training_callbacks as attention_callbacks
 
 
 class MaskStatsCallback(BaseCallback):
@@ -179,3 +184,18 @@ def format_duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def extra_callbacks(model: BaseAlgorithm, env: VecEnv, total_timesteps: int, run: RunFolder) -> list[BaseCallback]:
+    """The callbacks a run gets from the parts of its model (a features extractor that logs what it attends to, ...).
+
+    Each part's module says what it needs from a run given the model and its env: today the entity-attention
+    extractor's maps (:func:`maskrl.policies.attention_plots.training_callbacks`), the last one saved as the run's
+    ``attention_map.png``.
+
+    :param model: the model about to train
+    :param env: its training env
+    :param total_timesteps: the run's total env steps
+    :param run: the run folder, for the files the callbacks write
+    """
+    return [*attention_callbacks(model, env, total_timesteps, figure_path=run.attention_map)]

@@ -15,7 +15,8 @@ where the parameters, the optimizer and the step counter agree, so a resumed run
 uninterrupted one.
 
 A run that completes also checkpoints its last step, so that ``train.py --resume RUN -n MORE`` can extend it from
-exactly where it ended. :func:`run_lock` keeps two processes from writing to one run folder at the same time.
+exactly where it ended. :meth:`maskrl.agents.run_folder.RunFolder.lock` keeps two processes from writing to one run
+folder at the same time.
 
 The env's state (e.g. the race in progress) cannot be saved in general: a resumed run re-seeds its envs
 deterministically (``seed + resumes * RESEED_STRIDE``) and loses the episodes in progress, so it is reproducible
@@ -28,7 +29,6 @@ import base64
 import contextlib
 import hashlib
 import json
-import os
 import pickle
 import random
 import re
@@ -54,8 +54,6 @@ MAX_SIDECAR_BYTES = 1 << 20
 #: Env seeds of the ``k``-th resume start at ``seed + k * RESEED_STRIDE``, clear of the seeds of other resumes.
 RESEED_STRIDE = 1_000_003
 _NAME = re.compile(r"^model_(\d+)_steps\.json$")
-#: The lock file of a run folder (see :func:`run_lock`).
-LOCK_FILE = ".lock"
 T = TypeVar("T")
 
 
@@ -269,42 +267,3 @@ def handle_interrupts(callback: CheckpointCallback) -> Iterator[None]:
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
-
-
-class RunInUseError(RuntimeError):
-    """Another process holds a run folder's lock."""
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the duration: training and resuming a run never write to it side by side.
-
-    An advisory ``flock`` on ``run_dir/.lock``, which the operating system releases when the process ends, however
-    it ends (``kill -9`` included), so a stale lock cannot block a run. The holder's pid is written in the file for
-    the error message. Where ``fcntl`` does not exist (Windows), nothing is locked.
-
-    :raises RunInUseError: naming the pid of the process holding the lock
-    """
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    path = Path(run_dir) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            raise RunInUseError(
-                f"another process{f' (pid {holder})' if holder.isdigit() else ''} is using it"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # released with the descriptor: no pid left behind to mislead anyone
-    finally:
-        os.close(fd)

@@ -4,18 +4,19 @@
 windows of ``sequence_length`` consecutive observations from the current rollout (one env, never across an episode
 start), mask a fraction of the frames, encode every frame with the policy's own features extractor, rebuild the
 masked positions with a small transformer and score them against a momentum key encoder's features of the original
-frames (:class:`~maskrl.policies.contrastive.MaskedContrastiveModel`). The gradient of the auxiliary term reaches
-the policy's features extractor, so the representation is shaped by both losses; the transformer and projection
+frames (:class:`~maskrl.representation.contrastive.MaskedContrastiveModel`). The gradient of the auxiliary term
+reaches the policy's features extractor, so the representation is shaped by both losses; the transformer and projection
 heads have their own Adam optimiser with the same learning rate; the key encoder follows the policy's extractor by
 an exponential moving average after every optimiser step.
 
 Use it like ``PPO`` with maskrl's masked policy (the action mask travels in the observation)::
 
     from maskrl.agents.contrastive import ContrastivePPO
+    from maskrl.agents.env_setup import make_masked_vec_env
     from maskrl.policies import MaskedMultiInputPolicy
     from maskrl.policies.small_cnn import SmallCNN
 
-    env = make_vec_env("maskrl/PandaGridImage-v0", 8)
+    env = make_masked_vec_env("maskrl/PandaGridImage-v0", 8)
     model = ContrastivePPO(MaskedMultiInputPolicy, env, policy_kwargs={"features_extractor_class": SmallCNN})
 
 It logs ``train/contrastive_loss`` and ``train/contrastive_accuracy`` (how often a rebuilt position's nearest key
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 
 from maskrl.envs.checks import check_int, check_number
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy
-from maskrl.policies.contrastive import MASK_MODES, MaskedContrastiveModel
+from maskrl.representation.contrastive import MASK_MODES, MaskedContrastiveModel
 
 __all__ = ["ContrastivePPO"]
 
@@ -55,11 +56,15 @@ class ContrastivePPO(PPO):
     :param sequence_length: frames per sampled sequence (``<= n_steps``).
     :param sequences_per_batch: sequences sampled for each PPO minibatch.
     :param mask_ratio: fraction of each sequence to mask, in ``(0, 1)``.
-    :param mask_mode: ``"zeros"`` or ``"frames"`` (replace masked frames by other frames of the batch).
     :param temperature: InfoNCE temperature.
-    :param momentum: EMA momentum of the key encoder, in ``[0, 1]`` (``1`` freezes it).
-    :param contrastive_kwargs: extra arguments of :class:`~maskrl.policies.contrastive.MaskedContrastiveModel`
+    :param momentum: EMA momentum of the key encoder, in ``[0, 1]`` (``1`` freezes it;
+        :func:`~maskrl.representation.momentum.momentum_update`).
+    :param contrastive_kwargs: extra arguments of :class:`~maskrl.representation.contrastive.MaskedContrastiveModel`
         (``proj_dim``, ``reconstructor_kwargs``).
+
+    Ablation:
+
+    :param mask_mode: ``"zeros"`` (M-CURL), or ``"frames"``: replace masked frames by other frames of the batch.
     """
 
     def __init__(

@@ -101,13 +101,25 @@ class RefillAfterResumeMixin:
 
 
 class _MaskedExplorationMixin:
-    """Epsilon-greedy exploration and warm-up over the valid actions of the observation."""
+    """Epsilon-greedy exploration and warm-up over the valid actions of the observation, and what both masked
+    algorithms check when they are built: a ``Discrete`` action space and a policy of :attr:`masked_policy_class`
+    (the TD target reads the next observation's mask through it)."""
 
+    masked_policy_class: ClassVar[type[BasePolicy]]
     exploration_rate: float
     policy: BasePolicy
     action_space: Any
     num_timesteps: int
     _last_obs: Any
+
+    def __init__(self, policy: str | type[BasePolicy], env: GymEnv | str, *args: Any, double_q: bool = False, **kwargs):
+        _check_env_action_space(env, type(self).__name__)
+        self.double_q = bool(double_q)
+        super().__init__(policy, env, *args, **kwargs)  # type: ignore[call-arg]
+
+    def _setup_model(self) -> None:
+        super()._setup_model()  # type: ignore[misc]
+        _check_masked_policy(self.policy, self.masked_policy_class, type(self).__name__)
 
     def predict(
         self,
@@ -164,18 +176,8 @@ class MaskedDQN(RefillAfterResumeMixin, _MaskedExplorationMixin, DQN):
 
     # SB3 refuses the name "MlpPolicy" for Dict observations: pass MaskedDQNPolicy itself for one feature key.
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MultiInputPolicy": MaskedDQNMultiInputPolicy}
+    masked_policy_class = MaskedDQNPolicy
     policy: MaskedDQNPolicy
-
-    def __init__(
-        self, policy: str | type[MaskedDQNPolicy], env: GymEnv | str, *args: Any, double_q: bool = False, **kwargs
-    ):
-        _check_env_action_space(env, type(self).__name__)
-        self.double_q = bool(double_q)
-        super().__init__(policy, env, *args, **kwargs)
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        _check_masked_policy(self.policy, MaskedDQNPolicy, type(self).__name__)
 
     def next_values(self, next_observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """The bootstrap values ``(batch, 1)`` of the TD target: the best valid next action's target Q-value."""
@@ -226,18 +228,8 @@ class MaskedQRDQN(RefillAfterResumeMixin, _MaskedExplorationMixin, QRDQN):
 
     # SB3 refuses the name "MlpPolicy" for Dict observations: pass MaskedQRDQNPolicy itself for one feature key.
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MultiInputPolicy": MaskedQRDQNMultiInputPolicy}
+    masked_policy_class = MaskedQRDQNPolicy
     policy: MaskedQRDQNPolicy
-
-    def __init__(
-        self, policy: str | type[MaskedQRDQNPolicy], env: GymEnv | str, *args: Any, double_q: bool = False, **kwargs
-    ):
-        _check_env_action_space(env, type(self).__name__)
-        self.double_q = bool(double_q)
-        super().__init__(policy, env, *args, **kwargs)
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        _check_masked_policy(self.policy, MaskedQRDQNPolicy, type(self).__name__)
 
     def next_quantiles(self, next_observations: dict[str, torch.Tensor]) -> torch.Tensor:
         """The bootstrap quantiles ``(batch, n_quantiles)``: those of the valid next action with the best mean."""

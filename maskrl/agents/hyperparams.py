@@ -46,6 +46,10 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 _FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
+class HyperparameterError(ValueError):
+    """Hyperparameters that cannot become an algorithm's arguments (a name, schedule or import path). One line."""
+
+
 class _Loader(yaml.SafeLoader):
     """Safe YAML loader that also reads ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
 

@@ -11,6 +11,9 @@ masked policy plus the masked contrastive auxiliary loss (:mod:`maskrl.agents.co
 exploration and the TD target (:mod:`maskrl.agents.dqn`); ``dqn_nomask`` and ``qrdqn_nomask`` never see a mask.
 ``ppo_lstm`` is sb3-contrib's RecurrentPPO (rl-baselines3-zoo's name) with the masked recurrent policy
 (:mod:`maskrl.policies.recurrent`), for partially observable envs; ``ppo_lstm_nomask`` is RecurrentPPO without a mask.
+
+:func:`build_model` turns an algorithm name, an env and hyperparameters into an untrained model: ``train.py``, the safe
+loader and the benchmarks build every model with it.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.agents.contrastive import ContrastivePPO
 from maskrl.agents.dqn import MaskedDQN, MaskedQRDQN, ResumableDQN, ResumableQRDQN
 from maskrl.agents.env_setup import HOW_TO_ADD_MASKS
+from maskrl.agents.hyperparams import HyperparameterError, import_object, resolve_algo_kwargs
 from maskrl.masks import ACTION_MASK_KEY, MASK_KEYS
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy
@@ -298,3 +303,50 @@ def get_algo(name: str) -> AlgoSpec:
         return ALGOS[name]
     except KeyError:
         raise ValueError(f"unknown algo '{name}'; known: {', '.join(ALGOS)}") from None
+
+
+def build_model(
+    algo: str,
+    env: VecEnv,
+    hyperparams: dict[str, Any],
+    seed: int | None = None,
+    device: str = "cpu",
+    tensorboard_log: str | None = None,
+    verbose: int = 0,
+    import_class: Callable[[str], Any] = import_object,
+) -> BaseAlgorithm:
+    """Build the untrained model of ``--algo algo`` on ``env``.
+
+    :param algo: an ``--algo`` name (:data:`ALGOS`)
+    :param env: the training env, made for the algorithm (:func:`maskrl.agents.env_setup.make_masked_vec_env` with
+        the spec's ``sees_mask`` and ``needs_mask``)
+    :param hyperparams: a section of a hyperparameter file or a run config's ``hyperparams``: the algorithm's
+        constructor arguments (schedules and names as :func:`maskrl.agents.hyperparams.resolve_algo_kwargs` reads
+        them) plus our keys (``n_timesteps``, ``n_envs`` and ``env_kwargs`` are ignored here); ``policy`` is a policy
+        class or its import path, by default the algorithm's policy for ``env``'s observation
+        (:meth:`AlgoSpec.default_policy`)
+    :param seed: seed of the algorithm (``None``: no seeding, which leaves the global random generators alone)
+    :param device: torch device
+    :param tensorboard_log: SB3's ``tensorboard_log`` folder
+    :param verbose: SB3's verbosity
+    :param import_class: imports the import paths of ``hyperparams`` (``policy``, ``features_extractor_class``); the
+        safe loader gives one that refuses paths outside the packages it trusts before importing anything
+    :raises ValueError: an unknown ``algo``
+    :raises HyperparameterError: hyperparameters that cannot be resolved (an unknown activation or schedule, an import
+        path that does not import), before anything is built
+    :raises Exception: whatever the algorithm's constructor raises for arguments it refuses, unchanged (``TypeError``
+        for an unknown one, ``ValueError`` or SB3's ``AssertionError`` for a value)
+    """
+    spec = get_algo(algo)
+    try:
+        algo_kwargs = resolve_algo_kwargs(hyperparams, import_class)
+        policy = hyperparams.get("policy")
+        if isinstance(policy, str):
+            policy = import_class(policy)
+        elif policy is None:
+            policy = spec.default_policy(env.observation_space, hyperparams.get("policy_kwargs"))
+    except ValueError as error:
+        raise HyperparameterError(str(error)) from None
+    return spec.algo_class(
+        policy, env, seed=seed, device=device, tensorboard_log=tensorboard_log, verbose=verbose, **algo_kwargs
+    )

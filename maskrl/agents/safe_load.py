@@ -30,8 +30,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import get_device
 
 from maskrl.agents.env_setup import make_masked_vec_env  # importing it registers maskrl's envs with gymnasium
-from maskrl.agents.hyperparams import MAX_YAML_NODES, import_object, load_yaml, resolve_algo_kwargs
-from maskrl.agents.registry import get_algo
+from maskrl.agents.hyperparams import MAX_YAML_NODES, HyperparameterError, import_object, load_yaml
+from maskrl.agents.registry import AlgoSpec, build_model, get_algo
+from maskrl.agents.run_folder import RunFolder
 from maskrl.masks import MASK_KEYS
 from maskrl.untrusted import (
     MAX_JSON_BYTES,
@@ -50,7 +51,6 @@ from maskrl.untrusted import (
 #: an untrusted config is as dangerous as a pickle unless it is restricted to code we already trust.
 ALLOWED_PACKAGES = ("maskrl", "stable_baselines3", "sb3_contrib", "torch.nn")
 POLICY_FILE = "policy.pth"
-CONFIG_FILE = "config.yml"
 DATA_FILE = "data"
 #: Largest model zip opened (its directory is read whole); a model of this project is well under 1 MB.
 MAX_MODEL_BYTES = 4 << 30
@@ -98,7 +98,7 @@ def import_allowed_class(path: Any, base: type, what: str) -> type:
     return obj
 
 
-def check_env_id(env_id: Any, what: str = f"env of {CONFIG_FILE}") -> str:
+def check_env_id(env_id: Any, what: str = f"env of {RunFolder.CONFIG}") -> str:
     """Accept only an env id that gymnasium can make without importing anything new.
 
     ``gym.make("module:EnvId")`` imports ``module`` before looking the id up, and the current folder (or a run
@@ -139,7 +139,7 @@ def check_config(config: Any) -> dict[str, Any]:
     if not isinstance(config, dict) or "algo" not in config or "env" not in config:
         raise SafeLoadError("the run config is not a maskrl run config (it needs 'algo' and 'env')")
     if not isinstance(config["algo"], str):
-        raise SafeLoadError(f"algo of {CONFIG_FILE} must be a string, got {type(config['algo']).__name__}")
+        raise SafeLoadError(f"algo of {RunFolder.CONFIG} must be a string, got {type(config['algo']).__name__}")
     try:
         get_algo(config["algo"])
     except ValueError as error:
@@ -150,7 +150,7 @@ def check_config(config: Any) -> dict[str, Any]:
     hyperparams = _mapping(config.get("hyperparams"), "hyperparams")
     private = sorted(key for key in hyperparams if key.startswith("_"))
     if private:
-        raise SafeLoadError(f"refusing hyperparams.{private[0]} of {CONFIG_FILE}: private constructor arguments")
+        raise SafeLoadError(f"refusing hyperparams.{private[0]} of {RunFolder.CONFIG}: private constructor arguments")
     _mapping(hyperparams.get("policy_kwargs"), "hyperparams.policy_kwargs")
     return config
 
@@ -160,10 +160,10 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise SafeLoadError(f"{what} of {CONFIG_FILE} must be a mapping, got {type(value).__name__}")
+        raise SafeLoadError(f"{what} of {RunFolder.CONFIG} must be a mapping, got {type(value).__name__}")
     bad = [key for key in value if not isinstance(key, str)]
     if bad:
-        raise SafeLoadError(f"{what} of {CONFIG_FILE} has a key that is not a string: {bad[0]!r}")
+        raise SafeLoadError(f"{what} of {RunFolder.CONFIG} has a key that is not a string: {bad[0]!r}")
     return value
 
 
@@ -178,15 +178,15 @@ def _check_plain_data(value: Any, what: str) -> None:
         item = stack.pop()
         seen += 1
         if seen > MAX_YAML_NODES:
-            raise SafeLoadError(f"{what} of {CONFIG_FILE} holds more than {MAX_YAML_NODES} values")
+            raise SafeLoadError(f"{what} of {RunFolder.CONFIG} holds more than {MAX_YAML_NODES} values")
         if isinstance(item, dict):
             if not all(isinstance(key, str) for key in item):
-                raise SafeLoadError(f"{what} of {CONFIG_FILE} has a key that is not a string")
+                raise SafeLoadError(f"{what} of {RunFolder.CONFIG} has a key that is not a string")
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
         elif item is not None and not isinstance(item, str | int | float | bool):
-            raise SafeLoadError(f"{what} of {CONFIG_FILE} holds a {type(item).__name__}: only plain YAML data")
+            raise SafeLoadError(f"{what} of {RunFolder.CONFIG} holds a {type(item).__name__}: only plain YAML data")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -197,11 +197,11 @@ def read_config(run_dir: Path) -> dict[str, Any]:
 
     :raises SafeLoadError: in one line
     """
-    path = run_dir / CONFIG_FILE
+    path = RunFolder(run_dir).config
     if not (path.exists() or path.is_symlink()):
-        raise SafeLoadError(f"no {CONFIG_FILE} in {run_dir}: cannot rebuild the model safely")
+        raise SafeLoadError(f"no {RunFolder.CONFIG} in {run_dir}: cannot rebuild the model safely")
     try:
-        check_inside(path, run_dir, CONFIG_FILE)
+        check_inside(path, run_dir, RunFolder.CONFIG)
         config = load_yaml(path)
     except ValueError as error:  # UntrustedFileError and the YAML loader's errors
         raise SafeLoadError(str(error)) from None
@@ -210,8 +210,11 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return config
 
 
-def build_model(config: dict[str, Any], device: torch.device | str = "cpu") -> BaseAlgorithm:
+def rebuild_model(config: dict[str, Any], device: torch.device | str = "cpu") -> BaseAlgorithm:
     """Build an untrained model exactly as ``train.py`` built the run's one, from plain config values only.
+
+    The model is built by :func:`maskrl.agents.registry.build_model`, as in training, but every import path of the
+    config goes through the allow-list (:func:`import_allowed_class`), which refuses before importing.
 
     :param config: a run's ``config.yml`` (``algo``, ``env``, ``env_kwargs``, ``hyperparams``)
     :param device: torch device of the model
@@ -222,14 +225,6 @@ def build_model(config: dict[str, Any], device: torch.device | str = "cpu") -> B
     hyperparams = dict(config.get("hyperparams") or {})
     policy_path = hyperparams.pop("policy", None)
     policy = None if policy_path is None else import_allowed_class(policy_path, BasePolicy, "policy")
-    # resolve_algo_kwargs imports the import paths through the allow-list, which refuses before importing.
-    import_extractor = functools.partial(
-        import_allowed_class, base=BaseFeaturesExtractor, what="policy_kwargs.features_extractor_class"
-    )
-    try:
-        algo_kwargs = resolve_algo_kwargs(hyperparams, import_extractor)
-    except ValueError as error:
-        raise SafeLoadError(str(error)) from None
     try:
         # One env is enough: it only gives the spaces (and makes the returned model usable with learn()).
         env = make_masked_vec_env(
@@ -237,13 +232,19 @@ def build_model(config: dict[str, Any], device: torch.device | str = "cpu") -> B
         )
     except Exception as error:  # the env constructor got the config's kwargs: any failure is theirs
         raise SafeLoadError(
-            f"cannot make env {config['env']!r} with the env_kwargs of {CONFIG_FILE}: {first_line(error)}"
+            f"cannot make env {config['env']!r} with the env_kwargs of {RunFolder.CONFIG}: {first_line(error)}"
         ) from None
-    if policy is None:
-        policy = spec.policy_for(_n_feature_keys(env.observation_space) > 1)
+    hyperparams["policy"] = _legacy_default_policy(spec, env.observation_space) if policy is None else policy
+    # The features extractor's import path goes through the allow-list too.
+    import_extractor = functools.partial(
+        import_allowed_class, base=BaseFeaturesExtractor, what="policy_kwargs.features_extractor_class"
+    )
     try:
         # No seed: seeding would reset the global RNGs as a side effect, and the weights are overwritten anyway.
-        return spec.algo_class(policy, env, device=device, verbose=0, **algo_kwargs)
+        return build_model(config["algo"], env, hyperparams, device=device, import_class=import_extractor)
+    except HyperparameterError as error:
+        env.close()
+        raise SafeLoadError(str(error)) from None
     except Exception as error:  # the config's values: TypeError, SB3's asserts, MemoryError, ...
         env.close()
         raise SafeLoadError(
@@ -309,8 +310,8 @@ def check_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.T
             problems.append(f"{label}: {shown}")
     if problems:
         raise SafeLoadError(
-            f"the weights in {model_path} do not fit the policy rebuilt from {CONFIG_FILE} ({'; '.join(problems)}); "
-            "was it trained with another config or env kwargs?"
+            f"the weights in {model_path} do not fit the policy rebuilt from {RunFolder.CONFIG} "
+            f"({'; '.join(problems)}); was it trained with another config or env kwargs?"
         )
 
 
@@ -335,7 +336,7 @@ def check_net_arch_fits(config: dict[str, Any], state: dict[str, torch.Tensor]) 
     in_weights = sum(tensor.numel() for tensor in state.values())
     if lower_bound > in_weights:
         raise SafeLoadError(
-            f"hyperparams.policy_kwargs.net_arch of {CONFIG_FILE} implies at least {lower_bound} parameters but "
+            f"hyperparams.policy_kwargs.net_arch of {RunFolder.CONFIG} implies at least {lower_bound} parameters but "
             f"{POLICY_FILE} holds {in_weights}: refusing to build it"
         )
 
@@ -346,25 +347,24 @@ def load_model_safely(
     """Load a run's model without unpickling the zip's ``data``: rebuild it from the config, then load the tensors.
 
     :param run_dir_or_zip: a run folder (its ``best_model.zip``, else ``final_model.zip``) or a model zip
-    :param config: the run's config; read from the ``config.yml`` next to the zip when ``None`` (and then neither
-        file may be a symlink leading out of that folder)
+    :param config: the run's config; read from the run folder of the zip when ``None`` (the folder it is in, or the
+        run folder above a run's ``checkpoints/``; neither file may then be a symlink leading out of that folder)
     :param device: torch device (``"auto"`` picks CUDA when available)
     :return: the model, with its policy weights (not its optimizer state) and ``num_timesteps`` restored
     :raises SafeLoadError: (a ``ValueError``) in one line, for every file or config problem
     """
     path = Path(run_dir_or_zip)
     if path.is_dir():
-        model_path = next(
-            (path / name for name in ("best_model.zip", "final_model.zip") if (path / name).is_file()), None
-        )
+        model_path = RunFolder(path).model("best")
         if model_path is None:
-            raise SafeLoadError(f"no model in {path} (expected best_model.zip or final_model.zip)")
+            raise SafeLoadError(f"no model in {path} (expected {RunFolder.BEST_MODEL} or {RunFolder.FINAL_MODEL})")
     else:
         model_path = path
     if config is None:
-        config = read_config(model_path.parent)
+        run = RunFolder.of_model(model_path)
+        config = read_config(run.path)
         try:
-            check_inside(model_path, model_path.parent, "model")
+            check_inside(model_path, run.path, "model")
         except UntrustedFileError as error:
             raise SafeLoadError(str(error)) from None
     check_config(config)
@@ -372,7 +372,7 @@ def load_model_safely(
     # Read the tensors first: a broken zip is reported before the (slower) model is built.
     state = read_policy_state(model_path, device)
     check_net_arch_fits(config, state)
-    model = build_model(config, device)
+    model = rebuild_model(config, device)
     check_state_dict(model.policy.state_dict(), state, model_path)
     model.policy.load_state_dict(state, strict=True)
     model.num_timesteps = _plain_int_field(model_path, "num_timesteps")
@@ -391,8 +391,12 @@ def _plain_int_field(model_path: Path, key: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _n_feature_keys(space: spaces.Space) -> int:
-    # Same rule as train.py (not imported from there: train.py imports maskrl.evaluate, which imports us).
-    if isinstance(space, spaces.Dict):
-        return sum(key not in MASK_KEYS for key in space.spaces)
-    return 1
+def _legacy_default_policy(spec: AlgoSpec, observation_space: spaces.Space) -> type | str:
+    """The policy of a config without ``hyperparams.policy``: written before ``train.py`` recorded the policy it
+    chose, by a ``train.py`` that chose by this rule (the multi-input policy for several feature keys)."""
+    n_feature_keys = (
+        sum(key not in MASK_KEYS for key in observation_space.spaces)
+        if isinstance(observation_space, spaces.Dict)
+        else 1
+    )
+    return spec.policy_for(n_feature_keys > 1)

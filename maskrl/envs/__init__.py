@@ -3,15 +3,15 @@
 from gymnasium.envs.registration import register, registry
 
 from maskrl.envs import panda_herd as panda_herd_v0
-from maskrl.envs.trajectory_window import TrajectoryWindow
 from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks
+from maskrl.representation.window import TrajectoryWindow
 
 # PettingZoo style: ``from maskrl.envs import panda_herd_v0; panda_herd_v0.parallel_env()`` (importing the
 # module also registers ``maskrl/panda_herd_v0`` in PettingZoo's registries). The SB3 VecEnv for training one
 # shared policy on it is ``maskrl.envs.herd_vec_env.HerdVecEnv`` (not imported here: it needs SB3 and torch).
 __all__ = ["ActionMasksToObservation", "DropMasks", "TrajectoryWindow", "panda_herd_v0"]
 
-# Entry points are strings so that importing maskrl stays cheap. Each id maps to (entry point, default kwargs).
+# Entry points are strings: an env's module is imported when the env is made. Each id maps to (entry point, kwargs).
 _ENVS: dict[str, tuple[str, dict[str, object]]] = {
     "maskrl/Kart-v0": ("maskrl.envs.kart:KartEnv", {}),
     "maskrl/PandaGrid-v0": ("maskrl.envs.panda_grid:PandaGridEnv", {}),

@@ -41,6 +41,7 @@ from pettingzoo import ParallelEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from maskrl.envs.checks import check_int
+from maskrl.masks import ACTION_MASK_KEY
 
 __all__ = ["DEAD_ACTION", "HerdVecEnv"]
 
@@ -70,8 +71,8 @@ class HerdVecEnv(VecEnv):
         for agent in self.possible_agents:
             if first.observation_space(agent) != obs_space or first.action_space(agent) != act_space:
                 raise ValueError(f"all agents must share one observation and one action space; {agent!r} differs")
-        if not isinstance(obs_space, spaces.Dict) or "action_mask" not in obs_space.spaces:
-            raise ValueError(f"agents' observations must be a Dict with an 'action_mask' key, got {obs_space}")
+        if not isinstance(obs_space, spaces.Dict) or ACTION_MASK_KEY not in obs_space.spaces:
+            raise ValueError(f"agents' observations must be a Dict with an '{ACTION_MASK_KEY}' key, got {obs_space}")
         if not isinstance(act_space, spaces.Discrete):
             raise ValueError(f"agents' actions must be Discrete, got {act_space}")
         self.n_envs = n_envs
@@ -81,7 +82,7 @@ class HerdVecEnv(VecEnv):
         self._keys = list(obs_space.spaces)
         self._buf = {key: np.zeros((n, *sub.shape), dtype=sub.dtype) for key, sub in obs_space.spaces.items()}
         self._dead_obs = {key: np.zeros(sub.shape, dtype=sub.dtype) for key, sub in obs_space.spaces.items()}
-        self._dead_obs["action_mask"][DEAD_ACTION] = 1
+        self._dead_obs[ACTION_MASK_KEY][DEAD_ACTION] = 1
         self._live = np.zeros(n, dtype=bool)
         self._ep_return = np.zeros(n, dtype=np.float64)
         self._ep_len = np.zeros(n, dtype=np.int64)

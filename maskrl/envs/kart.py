@@ -132,6 +132,7 @@ import numpy as np
 from gymnasium import spaces
 
 from maskrl.envs.checks import check_int, check_number
+from maskrl.masks import ACTION_MASK_KEY
 
 __all__ = [
     "ACCELERATE",
@@ -334,7 +335,7 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self.observation_space = spaces.Dict(
             {
                 "observation": spaces.Box(-1.0, 1.0, shape=(self.obs_size,), dtype=np.float32),
-                "action_mask": spaces.MultiBinary(self.n_actions),
+                ACTION_MASK_KEY: spaces.MultiBinary(self.n_actions),
             }
         )
 
@@ -375,8 +376,7 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         )
 
     def _rand(self) -> float:
-        # Draw uniforms in blocks: one numpy call per block is far cheaper than one per draw, and the stream is
-        # still fully determined by self.np_random.
+        # Uniforms are drawn in blocks (one numpy call per block); the stream is still fully set by self.np_random.
         i = self._ri
         if i == _RAND_BUFFER:
             self._rbuf = self.np_random.random(_RAND_BUFFER).tolist()
@@ -665,7 +665,7 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._rank = rank
 
     def _update_mask(self) -> None:
-        # The item entries are maintained by _give_item/_use_item, so this costs O(1) regardless of n_item_types.
+        # Only the drive entries: the item entries are maintained by _give_item/_use_item.
         m = self._mask
         m[COAST] = 1
         m[ACCELERATE] = 1
@@ -755,10 +755,10 @@ class KartEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         vals += held
         dyn = self._dyn_view
         dyn[:] = vals
-        # Direct ufunc calls: np.clip's Python-level dispatch costs more than the clipping itself here.
+        # Clip to the observation space's [-1, 1], in place.
         np.minimum(dyn, 1.0, out=dyn)
         np.maximum(dyn, -1.0, out=dyn)
-        return {"observation": self._obs_buf.copy(), "action_mask": self._mask.copy()}
+        return {"observation": self._obs_buf.copy(), ACTION_MASK_KEY: self._mask.copy()}
 
     # ------------------------------------------------------------------ rendering
     def render(self) -> str | np.ndarray | None:

@@ -22,7 +22,8 @@ Description
 -----------
 A ``size`` x ``size`` grid holds the panda (the agent), ``n_watermelons`` watermelons, one scorpion, one dragon
 and between ``min_trees`` and ``max_trees`` trees (a new count and layout every episode). Cells are addressed
-as ``(row, col)``, row 0 at the top; in the observation ``x`` is the column and ``y`` the row.
+as ``(row, col)``, row 0 at the top; in the observation ``x`` is the column and ``y`` the row. The grid itself
+(moves, trees, layouts, shortest paths, rendering) is :mod:`maskrl.envs.grid_world`, shared with the panda herd.
 
 Trees block movement (of everybody) and sight. The panda sees an entity when the line of sight between the two
 cells is clear (:func:`line_of_sight`) and, with ``view_radius``, when the Euclidean distance between the cell
@@ -185,7 +186,28 @@ import numpy as np
 from gymnasium import spaces
 
 from maskrl.envs.checks import check_int, check_number
-from maskrl.envs.grid_utils import MOVES, bfs_distances, connected_components, grid_neighbours
+from maskrl.envs.grid_world import (
+    ACTION_NAMES,
+    DOWN,
+    DRAGON,
+    ENTITY_TYPE_NAMES,
+    LEFT,
+    N_ACTIONS,
+    PANDA,
+    RIGHT,
+    SCORPION,
+    STAY,
+    TREE,
+    UP,
+    WATERMELON,
+    GridWorld,
+    chebyshev,
+    parse_layout,
+    random_trees,
+    render_rgb,
+    render_text,
+)
+from maskrl.masks import ACTION_MASK_KEY, ENTITIES_KEY, VISIBILITY_KEY
 
 __all__ = [
     "ACTION_NAMES",
@@ -210,20 +232,12 @@ __all__ = [
     "scripted_action",
 ]
 
-# Actions and their (row, col) steps.
-STAY, UP, DOWN, LEFT, RIGHT = range(5)
-N_ACTIONS = 5
-ACTION_NAMES = ("stay", "up", "down", "left", "right")
-_MOVES = MOVES  # UP, DOWN, LEFT, RIGHT: action k >= 1 moves by _MOVES[k - 1]
-
-# Entity types (the one-hot part of the features follows this order).
-PANDA, WATERMELON, SCORPION, DRAGON, TREE = range(5)
-ENTITY_TYPE_NAMES = ("panda", "watermelon", "scorpion", "dragon", "tree")
+# Actions (STAY .. RIGHT) and entity types (PANDA .. TREE) are the grid world's (maskrl.envs.grid_world).
+# The one-hot part of the features follows the order of the entity types.
 ENTITY_FEATURES = ("x", "y", "dx", "dy", "is_panda", "is_watermelon", "is_scorpion", "is_dragon", "is_tree")
 _N_FEATURES = len(ENTITY_FEATURES)
 _TYPE_COL = 4  # first one-hot column
 
-_LAYOUT_CHARS = {"P": PANDA, "W": WATERMELON, "S": SCORPION, "D": DRAGON, "T": TREE}
 _WATERMELON_REWARD = 1.0
 OBS_MODES = ("entities", "image")
 IMAGE_VIEWS = ("global", "egocentric")
@@ -449,15 +463,15 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self.observation_space = spaces.Dict(
                 {
                     "observation": spaces.Box(0, 255, shape=(side, side, 3), dtype=np.uint8),
-                    "action_mask": spaces.MultiBinary(N_ACTIONS),
+                    ACTION_MASK_KEY: spaces.MultiBinary(N_ACTIONS),
                 }
             )
         else:
             self.observation_space = spaces.Dict(
                 {
-                    "entities": spaces.Box(-1.0, 1.0, shape=(self.max_entities, _N_FEATURES), dtype=np.float32),
-                    "visibility": spaces.MultiBinary(self.max_entities),
-                    "action_mask": spaces.MultiBinary(N_ACTIONS),
+                    ENTITIES_KEY: spaces.Box(-1.0, 1.0, shape=(self.max_entities, _N_FEATURES), dtype=np.float32),
+                    VISIBILITY_KEY: spaces.MultiBinary(self.max_entities),
+                    ACTION_MASK_KEY: spaces.MultiBinary(N_ACTIONS),
                 }
             )
         # Row k: the colour of entity type k (PANDA .. TREE), then ground, fog and wall.
@@ -466,7 +480,6 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         )
 
         self._tables = _sight_tables(size)
-        self._grid_nbr = grid_neighbours(size)
         self._feat = np.zeros((self.max_entities, _N_FEATURES), dtype=np.float32)
         self._onehot = np.zeros((self.max_entities, len(ENTITY_TYPE_NAMES)), dtype=np.float32)
         self._ent = np.zeros(self.max_entities, dtype=np.int64)  # flat cell of every slot (0 for padding)
@@ -484,12 +497,8 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._dragon = 0
         self._scorpion = 0
         self._wm: list[int] = [0] * self.n_watermelons
-        self._trees: list[int] = []
-        self._blocked = np.zeros(n, dtype=bool)
-        self._reach = np.zeros(n, dtype=bool)
+        self._world = GridWorld(self.size)  # the trees, the moves around them, the panda's region, distances
         self._vis = np.eye(n, dtype=bool)
-        self._nbr: list[list[int]] = [[-1] * 4 for _ in range(n)]
-        self._dist_cache: dict[int, list[int]] = {}
         self._last_action = -1
         self._last_invalid = False
         self._last_reward = 0.0
@@ -498,6 +507,11 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._blinking = False
         self._hidden_sum = 0.0
         self._stats = dict.fromkeys(("watermelons_eaten", "invalid_actions", "dragon_sight_steps"), 0)
+
+    @property
+    def _trees(self) -> list[int]:
+        # The episode's trees, for tests/test_recurrent.py's world snapshots (elsewhere: self._world.trees).
+        return self._world.trees
 
     def _rand(self) -> float:
         # Uniforms are drawn in blocks (one numpy call per block); the stream is still fully set by self.np_random.
@@ -533,68 +547,39 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         return self._get_obs(), {"invalid_action": False}
 
     def _random_layout(self) -> None:
-        rng = self.np_random
-        n, s = self.n_cells, self.size
+        rng, s = self.np_random, self.size
         for _ in range(_PLACEMENT_ATTEMPTS):
             n_trees = int(rng.integers(self.min_trees, self.max_trees + 1))
-            trees = np.sort(rng.choice(n, size=n_trees, replace=False)).tolist()
-            blocked = np.zeros(n, dtype=bool)
-            blocked[trees] = True
-            region = sorted(connected_components(blocked, self._grid_nbr)[0])
+            trees, region = random_trees(rng, s, n_trees)
             panda = region[int(rng.integers(len(region)))]
-            pr, pc = divmod(panda, s)
-            far = [c for c in region if max(abs(c // s - pr), abs(c % s - pc)) >= 2]
+            far = [c for c in region if chebyshev(c, panda, s) >= 2]
             if len(far) < 2 or len(region) < 3 + self.n_watermelons:
                 continue
             dragon, scorpion = (far[i] for i in rng.choice(len(far), size=2, replace=False))
             rest = [c for c in region if c not in (panda, dragon, scorpion)]
             wm = [rest[i] for i in rng.choice(len(rest), size=self.n_watermelons, replace=False)]
-            self._trees, self._panda, self._dragon, self._scorpion, self._wm = trees, panda, dragon, scorpion, wm
+            self._panda, self._dragon, self._scorpion, self._wm = panda, dragon, scorpion, wm
+            self._world.plant(trees, reachable_from=[panda])
             return
         raise RuntimeError("could not place the entities on a random layout; lower max_trees")  # pragma: no cover
 
     def _load_layout(self, layout: str | Sequence[str]) -> None:
-        rows = layout.strip().splitlines() if isinstance(layout, str) else list(layout)
-        s = self.size
-        if len(rows) != s or any(not isinstance(row, str) or len(row) != s for row in rows):
-            raise ValueError(f"layout must be {s} strings of {s} characters (size={s}), got {layout!r}")
-        found: dict[int, list[int]] = {t: [] for t in range(5)}
-        for r, row in enumerate(rows):
-            for c, ch in enumerate(row):
-                if ch == ".":
-                    continue
-                if ch not in _LAYOUT_CHARS:
-                    raise ValueError(f"layout has unknown character {ch!r} at row {r}, column {c}; use P W S D T .")
-                found[_LAYOUT_CHARS[ch]].append(r * s + c)
-        for t, ch, want in ((PANDA, "P", 1), (SCORPION, "S", 1), (DRAGON, "D", 1)):
-            if len(found[t]) != want:
-                raise ValueError(f"layout needs exactly one {ch}, got {len(found[t])}")
-        if len(found[WATERMELON]) != self.n_watermelons:
-            raise ValueError(f"layout needs exactly n_watermelons={self.n_watermelons} W, got {len(found[WATERMELON])}")
-        if len(found[TREE]) > self.max_trees:
-            raise ValueError(f"layout has {len(found[TREE])} trees, more than max_trees={self.max_trees}")
-        self._trees = found[TREE]
-        self._panda, self._scorpion, self._dragon = found[PANDA][0], found[SCORPION][0], found[DRAGON][0]
-        self._wm = found[WATERMELON]
+        one = (1, "one")
+        exact = {"P": one, "S": one, "D": one, "W": (self.n_watermelons, f"n_watermelons={self.n_watermelons}")}
+        found = parse_layout(layout, self.size, "PWSDT", exact)
+        if len(found["T"]) > self.max_trees:
+            raise ValueError(f"layout has {len(found['T'])} trees, more than max_trees={self.max_trees}")
+        self._panda, self._scorpion, self._dragon = found["P"][0], found["S"][0], found["D"][0]
+        self._wm = found["W"]
+        self._world.plant(found["T"], reachable_from=[self._panda])
 
     def _setup_episode(self) -> None:
-        """Per-episode tables that depend on the (static) trees: movement, sight, reachability, entity slots."""
+        """Per-episode tables that depend on the (static) trees: sight and entity slots."""
         n = self.n_cells
-        blocked = self._blocked
-        blocked[:] = False
-        blocked[self._trees] = True
-        self._nbr = [[-1 if nxt < 0 or blocked[nxt] else nxt for nxt in self._grid_nbr[c]] for c in range(n)]
-        reach = [self._panda]
-        self._reach[self._panda] = True
-        for cell in reach:
-            for nxt in self._nbr[cell]:
-                if nxt >= 0 and not self._reach[nxt]:
-                    self._reach[nxt] = True
-                    reach.append(nxt)
-
+        trees, blocked = self._world.trees, self._world.blocked
         cell_idx, cell_pair, corner_a, corner_b, corner_pair, near, dist2 = self._tables
         hit = np.zeros(n * n, dtype=bool)
-        if self._trees:
+        if trees:
             hit[cell_pair[blocked[cell_idx]]] = True
             hit[corner_pair[blocked[corner_a] & blocked[corner_b]]] = True
         vis = ~hit.reshape(n, n)
@@ -603,15 +588,15 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._vis = vis
 
         self._present[:] = False
-        self._present[: self.tree_slot + len(self._trees)] = True
+        self._present[: self.tree_slot + len(trees)] = True
         self._onehot[:] = 0.0
         self._onehot[0, PANDA] = 1.0
         self._onehot[1 : self.scorpion_slot, WATERMELON] = 1.0
         self._onehot[self.scorpion_slot, SCORPION] = 1.0
         self._onehot[self.dragon_slot, DRAGON] = 1.0
-        self._onehot[self.tree_slot : self.tree_slot + len(self._trees), TREE] = 1.0
+        self._onehot[self.tree_slot : self.tree_slot + len(trees), TREE] = 1.0
         self._ent[:] = 0
-        self._ent[self.tree_slot : self.tree_slot + len(self._trees)] = self._trees
+        self._ent[self.tree_slot : self.tree_slot + len(trees)] = trees
 
     # ------------------------------------------------------------------ step
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -627,7 +612,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._stats["invalid_actions"] += 1
             reward += self.invalid_action_penalty
         elif a != STAY:
-            self._panda = self._nbr[self._panda][a - 1]
+            self._panda = self._world.neighbours[self._panda][a - 1]
         p = self._panda
         caught = p in (self._dragon, self._scorpion)
         if not caught:
@@ -649,7 +634,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self._blinking = bool(self._blink_rng.random() < self.blink_prob)
         self._update_view()
         obs = self._get_obs()
-        n_other = self.tree_slot + len(self._trees) - 1
+        n_other = self.tree_slot + len(self._world.trees) - 1
         self._hidden_sum += (n_other - (int(self._visible.sum()) - 1)) / n_other
         self._last_action = a
         self._last_invalid = invalid
@@ -670,26 +655,19 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def _respawn(self, i: int) -> None:
         """Watermelon ``i`` (just eaten) reappears on a random free cell reachable by the panda."""
-        taken = {self._panda, self._dragon, self._scorpion, *self._wm}
-        free = [c for c in np.flatnonzero(self._reach).tolist() if c not in taken]
+        free = self._world.free_cells({self._panda, self._dragon, self._scorpion, *self._wm})
         if free:  # otherwise (a tiny hand-made region) it stays where it was eaten
             self._wm[i] = self._pick(free)
-
-    def _distances(self, target: int) -> list[int]:
-        """Shortest-path distances (around trees) between every cell and ``target``; -1 where unreachable. Cached."""
-        dist = self._dist_cache.get(target)
-        if dist is None:
-            dist = self._dist_cache[target] = bfs_distances(target, self._nbr)
-        return dist
 
     def _move_dragon(self) -> None:
         d, p = self._dragon, self._panda
         if self._vis[p, d]:
             self._stats["dragon_sight_steps"] += 1
             if self._rand() < self.dragon_chase_prob:
-                dist = self._distances(p)
+                dist = self._world.distances(p)
                 if dist[d] > 0:
-                    options = [c for c in self._nbr[d] if c >= 0 and dist[c] == dist[d] - 1 and c != self._scorpion]
+                    nbr = self._world.neighbours[d]
+                    options = [c for c in nbr if c >= 0 and dist[c] == dist[d] - 1 and c != self._scorpion]
                     if options:
                         self._dragon = self._pick(options)
             return
@@ -700,18 +678,13 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         k = min(4, int(self._rand() * 5))
         if k == STAY:
             return cell
-        nxt = self._nbr[cell][k - 1]
+        nxt = self._world.neighbours[cell][k - 1]
         return nxt if nxt >= 0 and nxt != other else cell
 
     # ------------------------------------------------------------------ observation & mask
     def _update_view(self) -> None:
         p = self._panda
-        nb = self._nbr[p]
-        m = self._mask
-        m[1] = nb[0] >= 0
-        m[2] = nb[1] >= 0
-        m[3] = nb[2] >= 0
-        m[4] = nb[3] >= 0
+        self._mask[:] = self._world.move_mask(p)
         ent = self._ent
         ent[0] = p
         ent[1 : self.scorpion_slot] = self._wm
@@ -727,13 +700,9 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         """Validity of every action as a bool array of shape ``(5,)`` (MaskablePPO's convention)."""
         return self._mask.astype(bool)
 
-    def visible_cells(self) -> np.ndarray:
-        """Bool array of shape ``(size, size)``: the cells the panda currently sees."""
-        return self._vis[self._panda].reshape(self.size, self.size).copy()
-
     def _get_obs(self) -> dict[str, np.ndarray]:
         if self.obs_mode == "image":
-            return {"observation": self._render_image(), "action_mask": self._mask.copy()}
+            return {"observation": self._render_image(), ACTION_MASK_KEY: self._mask.copy()}
         f = self._feat
         rows, cols = np.divmod(self._ent, self.size)
         f[:, 0] = cols
@@ -742,7 +711,7 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         f[:, 2:4] = f[:, 0:2] - f[0, 0:2]
         f[:, _TYPE_COL:] = self._onehot
         f[self._visible == 0] = 0.0  # assignment, not multiplication: no -0.0 (whose sign would leak dx/dy)
-        return {"entities": f.copy(), "visibility": self._visible.copy(), "action_mask": self._mask.copy()}
+        return {ENTITIES_KEY: f.copy(), VISIBILITY_KEY: self._visible.copy(), ACTION_MASK_KEY: self._mask.copy()}
 
     def _render_image(self) -> np.ndarray:
         """The image observation: one flat colour per cell, fog on every cell the panda does not see."""
@@ -776,84 +745,27 @@ class PandaGridEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
     def _occupants(self) -> list[tuple[int, int]]:
         """(cell, entity type) of everything on the grid, drawn in this order (later on top)."""
-        out = [(c, TREE) for c in self._trees]
+        out = [(c, TREE) for c in self._world.trees]
         out += [(c, WATERMELON) for c in self._wm]
         out += [(self._scorpion, SCORPION), (self._dragon, DRAGON), (self._panda, PANDA)]
         return out
 
     def _render_ansi(self) -> str:
         vis = self._vis[self._panda]
-        grid = ["." if vis[c] else ":" for c in range(self.n_cells)]
+        cells = ["." if vis[c] else ":" for c in range(self.n_cells)]
         for cell, kind in self._occupants():
             ch = "PWSDT"[kind]
-            grid[cell] = ch if vis[cell] else ch.lower()
+            cells[cell] = ch if vis[cell] else ch.lower()
         a = self._last_action
         header = (
             f"t={self._t} act={'-' if a < 0 else ACTION_NAMES[a]}{'(invalid)' if self._last_invalid else ''} "
             f"r={self._last_reward:+.2f} return={self._return:+.2f} eaten={self._stats['watermelons_eaten']}"
             f"{' CAUGHT' if self._caught else ''}{' (blink)' if self._blinking else ''}"
         )
-        s = self.size
-        return "\n".join([header] + ["".join(grid[r * s : (r + 1) * s]) for r in range(s)])
-
-    _PX = 32  # pixels per cell
-    _SEEN = np.array([150, 200, 110], dtype=np.uint8)
-    _UNSEEN = np.array([60, 75, 55], dtype=np.uint8)
-    _GRID_LINE = np.array([110, 150, 85], dtype=np.uint8)
+        return render_text(header, cells, self.size)
 
     def _render_rgb(self) -> np.ndarray:
-        px, s = self._PX, self.size
-        vis = self._vis[self._panda]
-        cell_colour = np.where(vis[:, None], self._SEEN, self._UNSEEN).reshape(s, s, 3)
-        img = np.repeat(np.repeat(cell_colour, px, axis=0), px, axis=1)
-        img[::px, :] = self._GRID_LINE
-        img[:, ::px] = self._GRID_LINE
-        sprites = entity_sprites(px)
-        for cell, kind in self._occupants():
-            r, c = divmod(cell, s)
-            block = img[r * px : (r + 1) * px, c * px : (c + 1) * px]
-            shape, colour, dim = sprites[kind]
-            if vis[cell]:
-                block[shape] = colour[shape]
-            else:
-                block[shape] = dim[shape]
-                block[sprites["cross"]] = (20, 20, 20)
-        return img
-
-
-@functools.lru_cache(maxsize=4)
-def entity_sprites(px: int) -> dict[Any, Any]:
-    """Per entity type: (shape mask, colour image, dimmed colour image) of one ``px`` x ``px`` cell; and a cross.
-
-    Cached (built once per cell size, not once per rendered frame); the arrays are shared, so read them only.
-    """
-    yy, xx = np.mgrid[0:px, 0:px].astype(float)
-    u, v = (yy + 0.5) / px - 0.5, (xx + 0.5) / px - 0.5  # cell coordinates in [-0.5, 0.5]
-    r2 = u**2 + v**2
-
-    def image(parts: list[tuple[np.ndarray, tuple[int, int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        shape = np.zeros((px, px), dtype=bool)
-        colour = np.zeros((px, px, 3), dtype=np.uint8)
-        for m, col in parts:
-            shape |= m
-            colour[m] = col
-        dim = (0.35 * colour + 0.65 * 120).astype(np.uint8)
-        return shape, colour, dim
-
-    eyes = ((u + 0.08) ** 2 + (np.abs(v) - 0.13) ** 2) < 0.07**2
-    ears = ((u + 0.3) ** 2 + (np.abs(v) - 0.27) ** 2) < 0.1**2
-    triangle = (u > -0.4) & (u < 0.3) & (np.abs(v) < (u + 0.4) * 0.55)
-    out: dict[Any, Any] = {
-        PANDA: image([(r2 < 0.36**2, (250, 250, 250)), (ears, (20, 20, 20)), (eyes, (20, 20, 20))]),
-        WATERMELON: image([(r2 < 0.36**2, (30, 130, 40)), (r2 < 0.27**2, (230, 50, 70))]),
-        SCORPION: image([(np.abs(u) + np.abs(v) < 0.38, (235, 150, 30)), (np.abs(u) + np.abs(v) < 0.12, (120, 60, 0))]),
-        DRAGON: image(
-            [(triangle | ((np.abs(u - 0.3) < 0.1) & (np.abs(v) < 0.38)), (200, 30, 30)), (eyes, (255, 220, 0))]
-        ),
-        TREE: image([((np.abs(v) < 0.07) & (u > 0.1) & (u < 0.42), (110, 70, 30)), (triangle, (20, 90, 35))]),
-    }
-    out["cross"] = (np.abs(np.abs(u) - np.abs(v)) < 0.04) & (np.abs(u) < 0.45)
-    return out
+        return render_rgb(self.size, self._occupants(), seen=self._vis[self._panda])
 
 
 # ---------------------------------------------------------------------- scripted panda
@@ -868,7 +780,7 @@ def scripted_action(env: PandaGridEnv | gym.Env) -> int:
     :return: an action that is valid in the current state.
     """
     e: PandaGridEnv = env.unwrapped  # type: ignore[assignment]
-    p, nbr, s = e._panda, e._nbr, e.size
+    p, nbr, s = e._panda, e._world.neighbours, e.size
     vis = e._vis[p]
     threats = [c for c in (e._dragon, e._scorpion) if vis[c]]
     danger = set(threats)

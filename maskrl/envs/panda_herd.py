@@ -27,6 +27,8 @@ Description
 -----------
 A ``size`` x ``size`` grid holds ``n_pandas`` pandas (the agents), ``n_watermelons`` watermelons, ``n_dragons``
 scripted dragons and ``n_trees`` trees (a new layout every episode). Cells are ``(row, col)``, row 0 at the top.
+The grid itself (moves, trees, layouts, shortest paths, rendering) is :mod:`maskrl.envs.grid_world`, shared with
+PandaGrid.
 
 Trees and the grid's edge block movement (of pandas and dragons). Pandas may share a cell; dragons may not share a
 cell with each other. Each step, every dragon (in order) looks for the nearest panda (shortest path around the
@@ -107,7 +109,10 @@ watermelon, ``T`` tree, ``.`` empty; ``"rgb_array"``: a uint8 picture of 32 x 32
 Centralised view
 ----------------
 :class:`PandaHerdGridEnv` (``maskrl/PandaHerd-v0``) is a single-agent gymnasium view of the same game for a
-centralised controller; see its docstring.
+centralised controller; see its docstring. It reads the herd through :class:`PandaHerdParallelEnv`'s public
+interface, which other centralised views can use too: :meth:`~PandaHerdParallelEnv.panda_cells`,
+:meth:`~PandaHerdParallelEnv.action_mask`, :meth:`~PandaHerdParallelEnv.grid_channels` and the episode counters
+``step_count``, ``watermelons_eaten`` and ``pandas_caught``.
 
 Version history
 ---------------
@@ -127,8 +132,26 @@ from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec
 
 from maskrl.envs.checks import check_int, check_number
-from maskrl.envs.grid_utils import MOVES, bfs_distances, connected_components, grid_neighbours
-from maskrl.envs.panda_grid import DRAGON, PANDA, TREE, WATERMELON, entity_sprites
+from maskrl.envs.grid_world import (
+    ACTION_NAMES,
+    DOWN,
+    DRAGON,
+    LEFT,
+    N_ACTIONS,
+    PANDA,
+    RIGHT,
+    STAY,
+    TREE,
+    UP,
+    WATERMELON,
+    GridWorld,
+    chebyshev,
+    parse_layout,
+    random_trees,
+    render_rgb,
+    render_text,
+)
+from maskrl.masks import ACTION_MASK_KEY, AGENT_MASK_KEY, GRID_KEY
 
 __all__ = [
     "ACTION_NAMES",
@@ -147,10 +170,7 @@ __all__ = [
     "raw_env",
 ]
 
-STAY, UP, DOWN, LEFT, RIGHT = range(5)
-N_ACTIONS = 5
-ACTION_NAMES = ("stay", "up", "down", "left", "right")
-_MOVES = MOVES  # UP, DOWN, LEFT, RIGHT: action k >= 1 moves by _MOVES[k - 1]
+# Actions (STAY .. RIGHT) are the grid world's (maskrl.envs.grid_world).
 VIEW_CHANNELS = ("blocked", "watermelon", "other_panda", "dragon")
 GRID_CHANNELS = ("tree", "watermelon", "panda", "dragon")
 #: id in PettingZoo's registries ("aec" and "parallel")
@@ -245,7 +265,6 @@ class PandaHerdParallelEnv(ParallelEnv):
         self.obs_size = len(VIEW_CHANNELS) * view_size * view_size + 2
         self.state_space = spaces.Box(0.0, 1.0, (len(GRID_CHANNELS), size, size), dtype=np.float32)
         self.np_random, _ = seeding.np_random(None)
-        self._grid_nbr = grid_neighbours(size)
         self._init_state()
 
     # ------------------------------------------------------------------ spaces
@@ -258,7 +277,7 @@ class PandaHerdParallelEnv(ParallelEnv):
         return spaces.Dict(
             {
                 "observation": spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32),
-                "action_mask": spaces.Box(0, 1, shape=(N_ACTIONS,), dtype=np.int8),
+                ACTION_MASK_KEY: spaces.Box(0, 1, shape=(N_ACTIONS,), dtype=np.int8),
             }
         )
 
@@ -277,11 +296,7 @@ class PandaHerdParallelEnv(ParallelEnv):
         self._alive = [False] * self.n_pandas
         self._dragons: list[int] = []
         self._wm: list[int] = []
-        self._trees: list[int] = []
-        self._blocked = np.zeros(self.n_cells, dtype=bool)
-        self._nbr: list[list[int]] = [[-1] * 4 for _ in range(self.n_cells)]
-        self._region = np.zeros(self.n_cells, dtype=bool)
-        self._dist_cache: dict[int, list[int]] = {}
+        self._world = GridWorld(self.size)  # the trees, the moves around them, the herd's region, distances
         self._stats = [dict.fromkeys(("watermelons_eaten", "caught", "steps", "invalid_actions", "return"), 0.0)]
         self._stats = [dict(self._stats[0]) for _ in range(self.n_pandas)]
         self._last_rewards: dict[str, float] = {}
@@ -302,69 +317,43 @@ class PandaHerdParallelEnv(ParallelEnv):
             self._load_layout(layout)
         else:
             self._random_layout()
-        self._setup_episode()
+        self._last_pos = list(self._pos)
         self.agents = self.possible_agents[:]
         self._alive = [True] * self.n_pandas
         observations = {agent: self._observe(i) for i, agent in enumerate(self.agents)}
         return observations, {agent: {"invalid_action": False} for agent in self.agents}
 
     def _random_layout(self) -> None:
-        rng, n, s = self.np_random, self.n_cells, self.size
+        rng, s = self.np_random, self.size
         need = self.n_pandas + self.n_dragons + self.n_watermelons
         for _ in range(_PLACEMENT_ATTEMPTS):
-            trees = np.sort(rng.choice(n, size=self.n_trees, replace=False)).tolist()
-            blocked = np.zeros(n, dtype=bool)
-            blocked[trees] = True
-            region = sorted(connected_components(blocked, self._grid_nbr)[0])
+            trees, region = random_trees(rng, s, self.n_trees)
             if len(region) < need:
                 continue
             pandas = [region[i] for i in rng.choice(len(region), size=self.n_pandas, replace=False)]
-            far = [c for c in region if all(max(abs(c // s - p // s), abs(c % s - p % s)) >= 2 for p in pandas)]
+            far = [c for c in region if all(chebyshev(c, p, s) >= 2 for p in pandas)]
             if len(far) < self.n_dragons:
                 continue
             dragons = [far[i] for i in rng.choice(len(far), size=self.n_dragons, replace=False)]
             rest = [c for c in region if c not in pandas and c not in dragons]
             wm = [rest[i] for i in rng.choice(len(rest), size=self.n_watermelons, replace=False)]
-            self._trees, self._pos, self._dragons, self._wm = trees, pandas, dragons, wm
+            self._pos, self._dragons, self._wm = pandas, dragons, wm
+            self._world.plant(trees, reachable_from=pandas)
             return
         raise RuntimeError("could not place the entities on a random layout; lower n_trees or n_pandas")
 
     def _load_layout(self, layout: str | Sequence[str]) -> None:
-        rows = layout.strip().splitlines() if isinstance(layout, str) else list(layout)
-        s = self.size
-        if len(rows) != s or any(not isinstance(row, str) or len(row) != s for row in rows):
-            raise ValueError(f"layout must be {s} strings of {s} characters (size={s}), got {layout!r}")
-        found: dict[str, list[int]] = {ch: [] for ch in "PDWT"}
-        for r, row in enumerate(rows):
-            for c, ch in enumerate(row):
-                if ch == ".":
-                    continue
-                if ch not in found:
-                    raise ValueError(f"layout has unknown character {ch!r} at row {r}, column {c}; use P D W T .")
-                found[ch].append(r * s + c)
-        for ch, want, name in (
-            ("P", self.n_pandas, "n_pandas"),
-            ("D", self.n_dragons, "n_dragons"),
-            ("W", self.n_watermelons, "n_watermelons"),
-        ):
-            if len(found[ch]) != want:
-                raise ValueError(f"layout needs exactly {name}={want} {ch}, got {len(found[ch])}")
-        self._trees, self._pos, self._dragons, self._wm = found["T"], found["P"], found["D"], found["W"]
-
-    def _setup_episode(self) -> None:
-        """Per-episode tables that depend on the (static) trees: movement and the herd's region."""
-        blocked = self._blocked
-        blocked[:] = False
-        blocked[self._trees] = True
-        self._nbr = [[-1 if nxt < 0 or blocked[nxt] else nxt for nxt in self._grid_nbr[c]] for c in range(self.n_cells)]
-        reach = list(dict.fromkeys(self._pos))
-        self._region[reach] = True
-        for cell in reach:
-            for nxt in self._nbr[cell]:
-                if nxt >= 0 and not self._region[nxt]:
-                    self._region[nxt] = True
-                    reach.append(nxt)
-        self._last_pos = list(self._pos)
+        exact = {
+            ch: (want, f"{name}={want}")
+            for ch, want, name in (
+                ("P", self.n_pandas, "n_pandas"),
+                ("D", self.n_dragons, "n_dragons"),
+                ("W", self.n_watermelons, "n_watermelons"),
+            )
+        }
+        found = parse_layout(layout, self.size, "PDWT", exact)
+        self._pos, self._dragons, self._wm = found["P"], found["D"], found["W"]
+        self._world.plant(found["T"], reachable_from=self._pos)
 
     # ------------------------------------------------------------------ step
     def step(
@@ -391,7 +380,7 @@ class PandaHerdParallelEnv(ParallelEnv):
                 raise ValueError(f"action of {self.possible_agents[i]} must be in [0, {N_ACTIONS}), got {a!r}")
             if a == STAY:
                 continue
-            nxt = self._nbr[self._pos[i]][a - 1]
+            nxt = self._world.neighbours[self._pos[i]][a - 1]
             if nxt < 0:
                 invalid[i] = True
                 rewards[i] += self.invalid_action_penalty
@@ -450,46 +439,55 @@ class PandaHerdParallelEnv(ParallelEnv):
 
     def _respawn(self, k: int) -> None:
         """Watermelon ``k`` (just eaten) reappears on a random free cell of the herd's region."""
-        taken = set(self._wm) | set(self._dragons) | {p for p in self._pos if p >= 0}
-        free = [c for c in np.flatnonzero(self._region).tolist() if c not in taken]
+        free = self._world.free_cells(set(self._wm) | set(self._dragons) | {p for p in self._pos if p >= 0})
         if free:  # otherwise (a tiny hand-made region) it stays where it was eaten
             self._wm[k] = free[int(self.np_random.integers(len(free)))]
-
-    def _distances(self, source: int) -> list[int]:
-        """Shortest-path distances (around trees) between every cell and ``source``; -1 where unreachable. Cached."""
-        dist = self._dist_cache.get(source)
-        if dist is None:
-            dist = self._dist_cache[source] = bfs_distances(source, self._nbr)
-        return dist
 
     def _move_dragon(self, k: int, panda_cells: list[int]) -> None:
         rng = self.np_random
         d = self._dragons[k]
         if rng.random() >= self.dragon_chase_prob:
             return
-        dist = self._distances(d)
+        dist = self._world.distances(d)
         reachable = sorted({p for p in panda_cells if dist[p] > 0})
         if not reachable:
             return
         best = min(dist[p] for p in reachable)
         nearest = [p for p in reachable if dist[p] == best]
         target = nearest[int(rng.integers(len(nearest)))] if len(nearest) > 1 else nearest[0]
-        to_target = self._distances(target)
+        to_target = self._world.distances(target)
         others = set(self._dragons[:k] + self._dragons[k + 1 :])
-        options = [c for c in self._nbr[d] if c >= 0 and to_target[c] == to_target[d] - 1 and c not in others]
+        nbr = self._world.neighbours[d]
+        options = [c for c in nbr if c >= 0 and to_target[c] == to_target[d] - 1 and c not in others]
         if options:
             self._dragons[k] = options[int(rng.integers(len(options)))] if len(options) > 1 else options[0]
 
     # ------------------------------------------------------------------ observations
-    def _mask(self, cell: int) -> np.ndarray:
-        m = np.ones(N_ACTIONS, dtype=np.int8)
-        m[1:] = [nxt >= 0 for nxt in self._nbr[cell]]
-        return m
-
     def action_mask(self, agent: str) -> np.ndarray:
         """int8 (5,) validity of ``agent``'s actions in the current state (the same as in its observation)."""
         i = self.agent_name_mapping[agent]
-        return self._mask(self._pos[i] if self._pos[i] >= 0 else self._last_pos[i])
+        return self._world.move_mask(self._pos[i] if self._pos[i] >= 0 else self._last_pos[i])
+
+    # ------------------------------------------------------------------ the herd, for centralised views
+    def panda_cells(self) -> list[int]:
+        """Flat cell (``row * size + col``) of every possible agent's panda, in ``possible_agents`` order; -1 once
+        caught. Pandas truncated at ``max_steps`` keep their cell."""
+        return list(self._pos)
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken since the last reset."""
+        return self._t
+
+    @property
+    def watermelons_eaten(self) -> int:
+        """Watermelons eaten by the whole herd since the last reset."""
+        return self._eaten_total
+
+    @property
+    def pandas_caught(self) -> int:
+        """Pandas caught since the last reset."""
+        return self._caught_total
 
     def _observe(self, i: int) -> dict[str, np.ndarray]:
         s, k = self.size, self.view_size
@@ -500,19 +498,19 @@ class PandaHerdParallelEnv(ParallelEnv):
         view[0] = 1.0  # off the grid is blocked
         r0, r1, c0, c1 = max(0, r - h), min(s, r + h + 1), max(0, c - h), min(s, c + h + 1)
         win = (slice(r0 - r + h, r1 - r + h), slice(c0 - c + h, c1 - c + h))
-        view[0][win] = self._blocked.reshape(s, s)[r0:r1, c0:c1]
+        view[0][win] = self._world.blocked.reshape(s, s)[r0:r1, c0:c1]
         layers = np.zeros((3, self.n_cells), dtype=np.float32)
         layers[0, self._wm] = 1.0
         layers[1, [p for j, p in enumerate(self._pos) if p >= 0 and j != i]] = 1.0
         layers[2, self._dragons] = 1.0
         view[1:][(slice(None), *win)] = layers.reshape(3, s, s)[:, r0:r1, c0:c1]
         pos = np.array([r, c], dtype=np.float32) / (s - 1)
-        return {"observation": np.concatenate([view.ravel(), pos]), "action_mask": self._mask(cell)}
+        return {"observation": np.concatenate([view.ravel(), pos]), ACTION_MASK_KEY: self._world.move_mask(cell)}
 
     def grid_channels(self) -> np.ndarray:
         """float32 ``(4, size, size)`` global picture, channels ``GRID_CHANNELS`` (tree, watermelon, panda, dragon)."""
         g = np.zeros((len(GRID_CHANNELS), self.n_cells), dtype=np.float32)
-        g[0, self._trees] = 1.0
+        g[0, self._world.trees] = 1.0
         g[1, self._wm] = 1.0
         g[2, [p for p in self._pos if p >= 0]] = 1.0
         g[3, self._dragons] = 1.0
@@ -532,42 +530,26 @@ class PandaHerdParallelEnv(ParallelEnv):
         return None
 
     def _render_ansi(self) -> str:
-        grid = ["."] * self.n_cells
-        for c in self._trees:
-            grid[c] = "T"
+        cells = ["."] * self.n_cells
+        for c in self._world.trees:
+            cells[c] = "T"
         for c in self._wm:
-            grid[c] = "W"
+            cells[c] = "W"
         for i, p in enumerate(self._pos):
             if p >= 0:
-                grid[p] = "*" if grid[p] in "0123456789P*" else (str(i) if i < 10 else "P")
+                cells[p] = "*" if cells[p] in "0123456789P*" else (str(i) if i < 10 else "P")
         for c in self._dragons:
-            grid[c] = "D"
+            cells[c] = "D"
         header = (
             f"t={self._t} alive={len(self.agents)}/{self.n_pandas} eaten={self._eaten_total} "
             f"caught={self._caught_total} team_return={self._team_return:+.2f}"
         )
-        s = self.size
-        return "\n".join([header] + ["".join(grid[r * s : (r + 1) * s]) for r in range(s)])
-
-    _PX = 32  # pixels per cell
-    _FLOOR = np.array([150, 200, 110], dtype=np.uint8)
-    _GRID_LINE = np.array([110, 150, 85], dtype=np.uint8)
+        return render_text(header, cells, self.size)
 
     def _render_rgb(self) -> np.ndarray:
-        px, s = self._PX, self.size
-        img = np.empty((s * px, s * px, 3), dtype=np.uint8)
-        img[:] = self._FLOOR
-        img[::px, :] = self._GRID_LINE
-        img[:, ::px] = self._GRID_LINE
-        sprites = entity_sprites(px)
-        occupants = [(c, TREE) for c in self._trees] + [(c, WATERMELON) for c in self._wm]
+        occupants = [(c, TREE) for c in self._world.trees] + [(c, WATERMELON) for c in self._wm]
         occupants += [(p, PANDA) for p in self._pos if p >= 0] + [(c, DRAGON) for c in self._dragons]
-        for cell, kind in occupants:
-            r, c = divmod(cell, s)
-            block = img[r * px : (r + 1) * px, c * px : (c + 1) * px]
-            shape, colour, _ = sprites[kind]
-            block[shape] = colour[shape]
-        return img
+        return render_rgb(self.size, occupants)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -637,14 +619,19 @@ class PandaHerdGridEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         )
         self.observation_space = spaces.Dict(
             {
-                "grid": spaces.Box(0.0, 1.0, (len(GRID_CHANNELS), s, s), np.float32),
-                "agent_mask": spaces.Box(0, 1, (s, s), np.int8),
-                "action_mask": mask_space,
+                GRID_KEY: spaces.Box(0.0, 1.0, (len(GRID_CHANNELS), s, s), np.float32),
+                AGENT_MASK_KEY: spaces.Box(0, 1, (s, s), np.int8),
+                ACTION_MASK_KEY: mask_space,
             }
         )
         self.action_space = spaces.MultiDiscrete(np.full(self.n_cells, N_ACTIONS, dtype=np.int64))
         self._needs_reset = True
         self._herd_seeded = False
+
+    @property
+    def max_steps(self) -> int:
+        """Truncation horizon: the herd's ``max_steps``."""
+        return self.herd.max_steps
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -666,9 +653,10 @@ class PandaHerdGridEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         """int8 ``(size * size, 5)``: per cell the validity of its actions (only ``STAY`` on empty cells)."""
         m = np.zeros((self.n_cells, N_ACTIONS), dtype=np.int8)
         m[:, STAY] = 1
-        for p in self.herd._pos:
-            if p >= 0:
-                m[p] = self.herd._mask(p)
+        herd = self.herd
+        for agent, cell in zip(herd.possible_agents, herd.panda_cells(), strict=True):
+            if cell >= 0:
+                m[cell] = herd.action_mask(agent)
         return m
 
     def action_masks(self) -> np.ndarray:
@@ -680,7 +668,7 @@ class PandaHerdGridEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         grid = self.herd.grid_channels()
         cm = self._cell_masks()
         mask = cm.ravel() if self.flat_action_mask else np.ascontiguousarray(cm.T.reshape(N_ACTIONS, s, s))
-        return {"grid": grid, "agent_mask": grid[2].astype(np.int8), "action_mask": mask}
+        return {GRID_KEY: grid, AGENT_MASK_KEY: grid[2].astype(np.int8), ACTION_MASK_KEY: mask}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Every live panda takes the action of its cell; returns the team reward."""
@@ -692,20 +680,21 @@ class PandaHerdGridEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if a.min() < 0 or a.max() >= N_ACTIONS:
             raise ValueError(f"actions must be in [0, {N_ACTIONS}), got {action!r}")
         herd = self.herd
-        actions = {agent: int(a[herd._pos[herd.agent_name_mapping[agent]]]) for agent in herd.agents}
+        cells = herd.panda_cells()
+        actions = {agent: int(a[cells[herd.agent_name_mapping[agent]]]) for agent in herd.agents}
         _, rewards, _, _, infos = herd.step(actions)
         n_invalid = sum(int(info["invalid_action"]) for info in infos.values())
         self._invalid += n_invalid
-        terminated = herd._caught_total == herd.n_pandas
-        truncated = not terminated and herd._t >= herd.max_steps
+        terminated = herd.pandas_caught == herd.n_pandas
+        truncated = not terminated and herd.step_count >= herd.max_steps
         info: dict[str, Any] = {"invalid_actions": n_invalid, "pandas_alive": len(herd.agents)}
         if terminated or truncated:
             self._needs_reset = True
             info["episode_stats"] = {
-                "watermelons_eaten": float(herd._eaten_total),
-                "pandas_caught": float(herd._caught_total),
-                "pandas_alive": float(herd.n_pandas - herd._caught_total),
-                "steps": float(herd._t),
+                "watermelons_eaten": float(herd.watermelons_eaten),
+                "pandas_caught": float(herd.pandas_caught),
+                "pandas_alive": float(herd.n_pandas - herd.pandas_caught),
+                "steps": float(herd.step_count),
                 "invalid_actions": float(self._invalid),
             }
         return self._get_obs(), float(sum(rewards.values())), bool(terminated), bool(truncated), info

@@ -4,7 +4,8 @@
 step every sub-action has a "good" choice, shown one-hot in the ``Box`` observation (reward: the fraction of
 sub-actions that picked it), and masked choices. It follows sb3-contrib's convention: ``action_masks()`` returns
 the flat boolean mask (``train.py`` and :class:`~maskrl.envs.ActionMasksToObservation` move it into the
-observation). Taking a masked choice is recorded in :attr:`ToyMaskedEnv.invalid_actions` (through a VecEnv:
+observation; :func:`make_dict_toy_env` gives the env so wrapped). Taking a masked choice is reported in
+``info["invalid_action"]``, counted in :attr:`ToyMaskedEnv.invalid_actions` (through a VecEnv:
 ``vec_env.get_attr("invalid_actions")``) and, with ``strict=True``, raises :class:`InvalidActionError`.
 
 ==================  ==========================================  ============================================
@@ -16,10 +17,35 @@ observation). Taking a masked choice is recorded in :attr:`ToyMaskedEnv.invalid_
 ==================  ==========================================  ============================================
 
 With ``Discrete``/``MultiDiscrete`` a policy that ignores the mask picks a masked choice with probability ``1/n``
-per sub-action, an agent picking uniformly among the valid choices scores ``1/(n-1)`` per step, and the optimum
-is 1 per step. With ``MultiBinary`` the mask has sb3-contrib's two entries per bit ("may be 0", "may be 1"); a
-bit with one value masked is forced, and its good value may be the masked one, so even a trained agent that
-ignores the mask takes invalid actions. Uniformly random valid bits score 1/2 per step, the optimum about 3/4.
+per sub-action, an agent picking uniformly among the valid choices scores ``1/(n-1)`` per step
+(:func:`random_return` per episode), and the optimum is 1 per step. With ``MultiBinary`` the mask has
+sb3-contrib's two entries per bit ("may be 0", "may be 1"); a bit with one value masked is forced, and its good
+value may be the masked one, so even a trained agent that ignores the mask takes invalid actions. Uniformly
+random valid bits score 1/2 per step, the optimum about 3/4.
+
+Testing your own policy
+-----------------------
+Use it the way sb3-contrib's tests use ``InvalidActionEnvDiscrete``, ``InvalidActionEnvMultiDiscrete`` and
+``InvalidActionEnvMultiBinary``: train your masked policy (or a maskrl policy with your own features extractor)
+on it with ``strict=True``, so that a single masked action fails loudly, then check that it beats the uniform
+valid agent::
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from maskrl.envs.toy import make_dict_toy_env, random_return
+    from maskrl.policies import MaskedActorCriticPolicy
+
+    env = make_vec_env(make_dict_toy_env, n_envs=4, env_kwargs={"action_type": "multidiscrete", "strict": True})
+    model = PPO(MaskedActorCriticPolicy, env).learn(20_000)  # InvalidActionError if it ever takes a masked action
+    # evaluate: the mean return per episode should be well above random_return(n=4, episode_length=8)
+
+:func:`make_two_key_toy_env` gives a ``Dict`` observation with two feature keys, for ``Dict`` features
+extractors. The factories are module-level functions, so they pickle for ``SubprocVecEnv``.
+
+Like maskrl's other envs, stepping before ``reset()`` or after the episode's end raises ``RuntimeError``, and an
+action outside the action space raises ``ValueError``. There is no invalid-action penalty and no no-op action: a
+masked choice simply earns no reward for its sub-action.
 """
 
 from __future__ import annotations
@@ -29,6 +55,21 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from maskrl.envs.checks import check_int
+from maskrl.envs.wrappers import ActionMasksToObservation
+
+__all__ = [
+    "ACTION_TYPES",
+    "InvalidActionError",
+    "ToyMaskedEnv",
+    "TwoKeyToyEnv",
+    "make_dict_toy_env",
+    "make_two_key_toy_env",
+    "random_return",
+]
+
+ACTION_TYPES = ("discrete", "multidiscrete", "multibinary")
 
 
 class InvalidActionError(RuntimeError):
@@ -40,8 +81,8 @@ class ToyMaskedEnv(gym.Env):
 
     :param n: choices per sub-action (at least 3, so a masked choice and a wrong valid choice exist)
     :param action_type: ``"discrete"``, ``"multidiscrete"`` or ``"multibinary"`` (see the module docstring)
-    :param n_sub: number of sub-actions (bits) for ``"multidiscrete"`` and ``"multibinary"``
-    :param episode_length: steps per episode (the episode is truncated after them)
+    :param n_sub: number of sub-actions (bits) for ``"multidiscrete"`` and ``"multibinary"`` (>= 1)
+    :param episode_length: steps per episode (the episode is truncated after them; >= 1)
     :param strict: raise :class:`InvalidActionError` on a masked action (it is recorded either way)
     :param render_mode: only ``None``: there is nothing to render
     """
@@ -59,8 +100,9 @@ class ToyMaskedEnv(gym.Env):
     ):
         if render_mode is not None:
             raise ValueError(f"ToyMaskedEnv has no render modes, got render_mode={render_mode!r}")
-        if n < 3:
-            raise ValueError("n must be at least 3")
+        check_int("n", n, 3)
+        check_int("n_sub", n_sub, 1)
+        check_int("episode_length", episode_length, 1)
         if action_type == "discrete":
             self.nvec = np.array([n])
             self.action_space = spaces.Discrete(n)
@@ -71,7 +113,7 @@ class ToyMaskedEnv(gym.Env):
             self.nvec = np.full(n_sub, 2)
             self.action_space = spaces.MultiBinary(n_sub)
         else:
-            raise ValueError(f"unknown action_type {action_type!r}")
+            raise ValueError(f"action_type must be one of {ACTION_TYPES}, got {action_type!r}")
         self.action_type = action_type
         self.n = n
         self.episode_length = episode_length
@@ -84,6 +126,7 @@ class ToyMaskedEnv(gym.Env):
         self._good = np.zeros(len(self.nvec), dtype=np.int64)
         self._masked = np.zeros(len(self.nvec), dtype=np.int64)
         self._t = 0
+        self._needs_reset = True
 
     def _new_context(self) -> None:
         size = len(self.nvec)
@@ -111,11 +154,19 @@ class ToyMaskedEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self._t = 0
+        self._needs_reset = False
         self._new_context()
-        return self._obs(), {}
+        return self._obs(), {"invalid_action": False}
 
     def step(self, action):
-        choices = np.asarray(action, dtype=np.int64).reshape(len(self.nvec))
+        if self._needs_reset:
+            raise RuntimeError("ToyMaskedEnv.step() called before reset() or after the episode ended; call reset()")
+        try:
+            choices = np.asarray(action, dtype=np.int64).reshape(len(self.nvec))
+        except (TypeError, ValueError):
+            raise ValueError(f"action must be in {self.action_space}, got {action!r}") from None
+        if ((choices < 0) | (choices >= self.nvec)).any():
+            raise ValueError(f"action must be in {self.action_space}, got {action!r}")
         self.total_steps += 1
         invalid = bool(np.any(choices == self._masked))
         if invalid:
@@ -126,6 +177,7 @@ class ToyMaskedEnv(gym.Env):
         self._t += 1
         self._new_context()
         truncated = self._t >= self.episode_length
+        self._needs_reset = truncated
         return self._obs(), reward, False, truncated, {"invalid_action": invalid}
 
 
@@ -151,3 +203,28 @@ class TwoKeyToyEnv(ToyMaskedEnv):
             "observation": super()._obs(),
             "time": np.array([self._t / self.episode_length], dtype=np.float32),
         }
+
+
+def random_return(n: int = 4, episode_length: int = 8) -> float:
+    """Expected episode return of an agent picking uniformly among the valid choices (``Discrete``/``MultiDiscrete``).
+
+    :param n: choices per sub-action, as given to :class:`ToyMaskedEnv`
+    :param episode_length: steps per episode, as given to :class:`ToyMaskedEnv`
+    """
+    return episode_length / (n - 1)
+
+
+def make_dict_toy_env(**kwargs: Any) -> gym.Env:
+    """maskrl-style :class:`ToyMaskedEnv`: ``Dict(observation=Box, action_mask=MultiBinary)`` observations.
+
+    :param kwargs: passed to :class:`ToyMaskedEnv`
+    """
+    return ActionMasksToObservation(ToyMaskedEnv(**kwargs))
+
+
+def make_two_key_toy_env(**kwargs: Any) -> gym.Env:
+    """:class:`TwoKeyToyEnv` with ``"action_mask"`` added: ``Dict(action_mask, observation, time)`` observations.
+
+    :param kwargs: passed to :class:`TwoKeyToyEnv`
+    """
+    return ActionMasksToObservation(TwoKeyToyEnv(**kwargs))

@@ -2,14 +2,15 @@
 
 Attention-map plots and their TensorBoard callback live in :mod:`maskrl.policies.attention_plots`
 (it imports matplotlib, so it is not loaded here).
+
+Ablations, for studies only (not exported here): :mod:`maskrl.policies.naive_masking` (masked sampling, unmasked
+update; ``--algo ppo_naive``).
 """
 
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy, MaskedMultiInputPolicy
-from maskrl.policies.categorical_map import CategoricalMap, CategoricalMapDistribution
-from maskrl.policies.distributions import MaskedCategorical, MaskedMultiCategorical
+from maskrl.policies.distributions import CategoricalMap, MaskedCategorical, MaskedMultiCategorical
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 from maskrl.policies.gridnet import GridNetPolicy
-from maskrl.policies.naive_masking import NaiveMaskedMultiInputPolicy, NaiveMaskedPolicy
 from maskrl.policies.q_policies import (
     MaskedDQNMultiInputPolicy,
     MaskedDQNPolicy,
@@ -18,6 +19,7 @@ from maskrl.policies.q_policies import (
 )
 from maskrl.policies.recurrent import MaskedRecurrentActorCriticPolicy, MaskedRecurrentMultiInputPolicy
 from maskrl.policies.sb3_distributions import (
+    CategoricalMapDistribution,
     MaskedCategoricalDistribution,
     MaskedMultiCategoricalDistribution,
     make_masked_distribution,
@@ -42,8 +44,6 @@ __all__ = [
     "MaskedQRDQNPolicy",
     "MaskedRecurrentActorCriticPolicy",
     "MaskedRecurrentMultiInputPolicy",
-    "NaiveMaskedMultiInputPolicy",
-    "NaiveMaskedPolicy",
     "SmallCNN",
     "TrajectoryExtractor",
     "make_masked_distribution",

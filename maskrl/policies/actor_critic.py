@@ -51,12 +51,45 @@ def split_observation_space(
     return spaces.Dict(features)
 
 
-class MaskedFeaturesMixin:
-    """The features side of the masked actor-critic policies: the extractors are built and run without the mask.
+def features_without_mask(
+    obs: PyTorchObs, extractor: BaseFeaturesExtractor, features_space: spaces.Space, normalize_images: bool
+) -> torch.Tensor:
+    """Run ``extractor`` on the observation without its action mask (as :func:`split_observation_space` split it).
 
-    Shared by :class:`MaskedActorCriticPolicy` and
-    :class:`~maskrl.policies.recurrent.MaskedRecurrentActorCriticPolicy`; put it before the SB3 policy class in the
-    bases and call :meth:`_split_features` at the start of ``__init__``.
+    :param obs: a batched ``Dict`` observation holding ``"action_mask"``
+    :param extractor: a features extractor built on ``features_space``
+    :param features_space: what :func:`split_observation_space` returned
+    :param normalize_images: SB3's image normalisation flag
+    """
+    assert isinstance(obs, dict), f"masked policies take Dict observations, got {type(obs)}"
+    if isinstance(features_space, spaces.Dict):
+        inputs: PyTorchObs = {key: value for key, value in obs.items() if key != ACTION_MASK_KEY}
+    else:
+        inputs = obs["observation"]
+    return extractor(preprocess_obs(inputs, features_space, normalize_images=normalize_images))
+
+
+class CombinedExtractorByDefault:
+    """SB3's ``CombinedExtractor`` unless another features extractor is given: the ``MultiInput`` policies.
+
+    Put it first in the bases of a masked policy; like SB3's ``MultiInputPolicy``, the features extractor then sees
+    every feature key of the observation as a ``Dict``, even a lone ``"observation"``.
+    """
+
+    keep_dict_features = True
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[call-arg]
+
+
+class MaskSplitMixin:
+    """Every masked policy's first step: check the spaces and build the features extractor without the mask.
+
+    Put it before the SB3 policy class in the bases; its ``__init__`` sets :attr:`features_space` (the observation
+    without the mask, what :func:`split_observation_space` returns) before the SB3 policy's ``__init__`` builds the
+    features extractor on it.
     """
 
     #: give the features extractor a Dict even when it holds only "observation" (for Dict extractors)
@@ -66,12 +99,17 @@ class MaskedFeaturesMixin:
     features_space: spaces.Space
     features_extractor_class: type[BaseFeaturesExtractor]
     features_extractor_kwargs: dict[str, Any]
-    normalize_images: bool
-    share_features_extractor: bool
-    features_extractor: BaseFeaturesExtractor
-    pi_features_extractor: BaseFeaturesExtractor
-    vf_features_extractor: BaseFeaturesExtractor
-    action_space: spaces.Space
+
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        self._split_features(observation_space, action_space, kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)  # type: ignore[call-arg]
 
     def _split_features(self, observation_space: spaces.Space, action_space: spaces.Space, kwargs: dict) -> None:
         """Check the spaces and set :attr:`features_space` (the observation without the mask).
@@ -79,7 +117,6 @@ class MaskedFeaturesMixin:
         :param kwargs: the keyword arguments the policy was given (for ``features_extractor_class``)
         :raises ValueError: no or a badly sized mask, or several feature keys for ``FlattenExtractor``
         """
-        # Needed by make_features_extractor(), which the parent's __init__ calls.
         self.features_space = split_observation_space(observation_space, action_space, self.keep_dict_features)
         extractor = kwargs.get("features_extractor_class", FlattenExtractor)
         if isinstance(self.features_space, spaces.Dict) and extractor is FlattenExtractor:
@@ -88,21 +125,32 @@ class MaskedFeaturesMixin:
                 f"use {self.multi_input_policy_name} or a features extractor for Dict spaces"
             )
 
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        return self.features_extractor_class(self.features_space, **self.features_extractor_kwargs)
+
+
+class MaskedFeaturesMixin(MaskSplitMixin):
+    """The features side of the masked actor-critic policies: the extractors are built and run without the mask.
+
+    Shared by :class:`MaskedActorCriticPolicy` and
+    :class:`~maskrl.policies.recurrent.MaskedRecurrentActorCriticPolicy`; put it before the SB3 policy class in the
+    bases.
+    """
+
+    normalize_images: bool
+    share_features_extractor: bool
+    features_extractor: BaseFeaturesExtractor
+    pi_features_extractor: BaseFeaturesExtractor
+    vf_features_extractor: BaseFeaturesExtractor
+    action_space: spaces.Space
+
     def _build(self, lr_schedule: Schedule) -> None:
         # Swap in the masked distribution before the parent builds the action head for it.
         self.action_dist = make_masked_distribution(self.action_space)
         super()._build(lr_schedule)  # type: ignore[misc]
 
-    def make_features_extractor(self) -> BaseFeaturesExtractor:
-        return self.features_extractor_class(self.features_space, **self.features_extractor_kwargs)
-
     def _features(self, obs: PyTorchObs, extractor: BaseFeaturesExtractor) -> torch.Tensor:
-        assert isinstance(obs, dict), f"masked policies take Dict observations, got {type(obs)}"
-        if isinstance(self.features_space, spaces.Dict):
-            inputs: PyTorchObs = {key: value for key, value in obs.items() if key != ACTION_MASK_KEY}
-        else:
-            inputs = obs["observation"]
-        return extractor(preprocess_obs(inputs, self.features_space, normalize_images=self.normalize_images))
+        return features_without_mask(obs, extractor, self.features_space, self.normalize_images)
 
     def extract_features(
         self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None
@@ -126,17 +174,6 @@ class MaskedActorCriticPolicy(MaskedFeaturesMixin, ActorCriticPolicy):
     """
 
     action_dist: MaskedDistribution
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        *args: Any,
-        **kwargs: Any,
-    ):
-        self._split_features(observation_space, action_space, kwargs)
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def _latents(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.extract_features(obs)
@@ -173,28 +210,8 @@ class MaskedActorCriticPolicy(MaskedFeaturesMixin, ActorCriticPolicy):
         return self.value_net(latent_vf)
 
 
-class MaskedMultiInputPolicy(MaskedActorCriticPolicy):
+class MaskedMultiInputPolicy(CombinedExtractorByDefault, MaskedActorCriticPolicy):
     """:class:`MaskedActorCriticPolicy` with SB3's ``CombinedExtractor`` by default, for several feature keys.
 
     Like SB3's ``MultiInputPolicy``; takes the same arguments as :class:`MaskedActorCriticPolicy`.
     """
-
-    keep_dict_features = True
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        *args: Any,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ):
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            *args,
-            features_extractor_class=features_extractor_class,
-            **kwargs,
-        )

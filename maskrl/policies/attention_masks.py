@@ -1,21 +1,33 @@
-"""Attention masks and token masking for self-supervised objectives on trajectory transformers.
+"""Every attention mask of maskrl's attention models, and the token masking of the pretraining objectives.
 
 Representation-level masking as in SMART (Sun et al. 2023) and Masked Trajectory Models (Wu et al. 2023):
 instead of masking *actions* (see :mod:`maskrl.policies.distributions`), these masks hide *tokens* from a
-transformer so that it has to predict them.
+transformer, so that it has to predict them or cannot read what it must not.
 
-**Convention.** Every mask built here is a boolean tensor of shape ``(T, T)`` where ``mask[i, j]`` is ``True``
-when query row ``i`` **may attend** to key column ``j``. This is the convention of the boolean ``attn_mask`` of
-:func:`torch.nn.functional.scaled_dot_product_attention`, so the masks can be passed to it directly. Use
-:func:`to_mha_mask` for :class:`torch.nn.MultiheadAttention` (whose boolean mask means the opposite) and
-:func:`to_additive_mask` for code that adds a float mask to the attention scores.
+**Convention** (:mod:`maskrl.masks`). Every mask built here is a boolean tensor where ``mask[..., i, j]`` is ``True``
+when query row ``i`` **may attend** to key column ``j``: the convention of the boolean ``attn_mask`` of
+:func:`torch.nn.functional.scaled_dot_product_attention`, to which the block of every model
+(:class:`~maskrl.policies.attention_block.MaskedSelfAttentionBlock`) passes them unchanged. :func:`to_additive_mask`
+gives the float form for code that adds the mask to the attention scores (the block's explicit-softmax path).
+
+=============================  ==============================  ====================================================
+builder                        shape                           used by
+=============================  ==============================  ====================================================
+:func:`causal_mask`            ``(T, T)``                      trajectory extractor, forward-dynamics objective
+:func:`bidirectional_mask`     ``(T, T)``                      masked-reconstruction objective
+:func:`inverse_dynamics_mask`  ``(T, T)``                      inverse-dynamics objective
+:func:`padding_attention_mask` ``(B, T, T)``                   trajectory windows padded at an episode's start
+:func:`trajectory_token_valid` ``(B, 2K - 1)`` token validity  the same, from ``window_valid``
+:func:`key_mask`               ``(B, 1, N)``                   entity attention (the visible entities)
+:func:`context_attention_mask` ``(B, T, T)``                   contrastive reconstructor (hides masked frames)
+=============================  ==============================  ====================================================
 
 **Trajectory layout.** The trajectory builders assume an interleaved sequence ``o1 a1 o2 a2 ...``: even positions
 (0, 2, 4, ...) are observation tokens and odd positions are action tokens. ``T`` may be odd, in which case the
 sequence ends with an observation (e.g. the current observation whose action is still to be chosen).
 
-Every row of every mask built here allows at least its own diagonal entry, so no row is fully masked and softmax
-never sees a row of only ``-inf``.
+Every row of every ``(T, T)`` mask built here allows at least its own diagonal entry, so no row is fully masked and
+softmax never sees a row of only ``-inf``.
 """
 
 from __future__ import annotations
@@ -27,12 +39,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "block_causal_mask",
+    "bidirectional_mask",
     "causal_mask",
+    "context_attention_mask",
     "inverse_dynamics_mask",
+    "key_mask",
+    "padding_attention_mask",
     "random_trajectory_mask",
     "to_additive_mask",
-    "to_mha_mask",
+    "trajectory_token_valid",
 ]
 
 Modality = Literal["action", "observation", "both"]
@@ -48,27 +63,14 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def _check_bool_mask(mask: Tensor) -> None:
+def _check_bool_mask(mask: Tensor, name: str = "mask", ndim: int = 2) -> None:
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError("mask must be a torch.bool tensor (True = may attend)")
-    if mask.ndim < 2:
-        raise ValueError(f"mask must have at least 2 dimensions (..., T_query, T_key), got shape {tuple(mask.shape)}")
+        raise ValueError(f"{name} must be a torch.bool tensor (True = may attend / valid)")
+    if mask.ndim < ndim:
+        raise ValueError(f"{name} must have at least {ndim} dimensions, got shape {tuple(mask.shape)}")
 
 
-# --------------------------------------------------------------------------------------------- conversions
-
-
-def to_mha_mask(mask: Tensor) -> Tensor:
-    """Convert a "True = may attend" mask to the boolean ``attn_mask`` of :class:`torch.nn.MultiheadAttention`.
-
-    ``nn.MultiheadAttention`` uses the opposite convention: ``True`` means the position is **not** allowed.
-
-    :param mask: boolean mask, ``True`` = may attend, shape ``(..., T, T)``.
-    :return: a new boolean tensor, ``True`` = may **not** attend.
-    :raises ValueError: if ``mask`` is not a boolean tensor with at least 2 dimensions.
-    """
-    _check_bool_mask(mask)
-    return ~mask
+# --------------------------------------------------------------------------------------------- conversion
 
 
 def to_additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -77,7 +79,7 @@ def to_additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor
     ``-inf`` rather than ``torch.finfo(dtype).min`` because ``exp(-inf)`` is exactly 0: the attention weights (and
     their gradients) of hidden positions are exactly zero, matching the boolean path of
     :func:`~torch.nn.functional.scaled_dot_product_attention` bit for bit, whereas a large finite value only makes
-    them tiny, and ``finfo.min + score`` can overflow to ``-inf`` anyway for negative scores. The cost: a row with no
+    them tiny, and ``finfo.min + score`` can overflow to ``-inf`` anyway for negative scores. The price: a row with no
     allowed entry becomes NaN after softmax. That cannot happen with the masks of this module (the diagonal is always
     allowed) and for a hand-made mask a NaN is a louder symptom than silently uniform attention.
 
@@ -93,7 +95,7 @@ def to_additive_mask(mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor
     return additive.masked_fill(~mask, float("-inf"))
 
 
-# --------------------------------------------------------------------------------------------- builders
+# --------------------------------------------------------------------------------------------- (T, T) builders
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
@@ -115,22 +117,28 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
-def inverse_dynamics_mask(
-    T: int, n_hidden: int = 1, start: int = 2, device: torch.device | str | None = None
-) -> Tensor:
+def bidirectional_mask(T: int, device: torch.device | str | None = None) -> Tensor:
+    """Every token may attend to every token (all ``True``): BERT-style attention.
+
+    :param T: sequence length, ``>= 1``.
+    :param device: device of the result.
+    :return: boolean tensor ``(T, T)``, ``True`` = may attend.
+    """
+    _check_int("T", T, 1)
+    return torch.ones(T, T, dtype=torch.bool, device=device)
+
+
+def inverse_dynamics_mask(T: int, device: torch.device | str | None = None) -> Tensor:
     """Causal mask over ``o1 a1 o2 a2 ...`` with the action before each observation hidden from it.
 
-    For every observation position ``p`` (even) with ``p >= start``, the ``n_hidden`` tokens immediately preceding
-    ``p`` (positions ``p - n_hidden .. p - 1``, clipped at 0) are hidden from query ``p``; the token itself is never
-    hidden. Everything else is the :func:`causal_mask`. With ``n_hidden = 1`` the token ``o(t+1)`` cannot see
-    ``a(t)``, so a head that predicts ``a(t)`` from ``o(t)`` and ``o(t+1)`` learns inverse dynamics instead of
-    copying the action. ``n_hidden = 2`` also hides ``o(t)`` from ``o(t+1)``. Action rows are plain causal.
+    Query ``o(t+1)`` (even position ``p >= 2``) may not attend to ``a(t)`` (position ``p - 1``); everything else is
+    the :func:`causal_mask`. A head that predicts ``a(t)`` from the output at ``o(t+1)``, which has seen ``o(t)``
+    and ``o(t+1)``, then learns inverse dynamics instead of copying the action. Action rows are plain causal.
 
-    Because the hidden tokens are a contiguous block just before ``p`` and every visible key ``j < p - n_hidden``
-    only sees keys ``<= j``, the hidden tokens stay unreachable through any number of stacked layers **provided every
-    layer uses this mask**.
+    Every visible key ``j < p - 1`` only sees keys ``<= j``, so the hidden action stays unreachable through any
+    number of stacked layers **provided every layer uses this mask**.
 
-    Example, ``T = 8``, ``n_hidden = 1``, ``start = 2`` (rows = queries, columns = keys, 1 = may attend)::
+    Example, ``T = 8`` (rows = queries, columns = keys, 1 = may attend)::
 
                o1 a1 o2 a2 o3 a3 o4 a4
         o1  [   1  0  0  0  0  0  0  0 ]
@@ -143,47 +151,72 @@ def inverse_dynamics_mask(
         a4  [   1  1  1  1  1  1  1  1 ]
 
     :param T: sequence length, ``>= 1``; odd when the sequence ends with an observation.
-    :param n_hidden: number of tokens immediately preceding each observation that are hidden from it, ``>= 1``.
-    :param start: first observation position where hiding starts; an even int ``>= 2`` (position 2 is the first
-        observation with a preceding action). ``start >= T`` gives the plain causal mask.
     :param device: device of the result.
     :return: boolean tensor ``(T, T)``, ``True`` = may attend.
-    :raises ValueError: on a non-positive ``T``, ``n_hidden < 1`` or an odd / too small ``start``.
+    :raises ValueError: on a non-positive ``T``.
     """
-    _check_int("T", T, 1)
-    _check_int("n_hidden", n_hidden, 1)
-    _check_int("start", start, 2)
-    if start % 2:
-        raise ValueError(f"start must be an even (observation) position, got {start}")
     mask = causal_mask(T, device=device)
-    for p in range(start, T, 2):
-        mask[p, max(0, p - n_hidden) : p] = False
+    for p in range(2, T, 2):
+        mask[p, p - 1] = False
     return mask
 
 
-def block_causal_mask(n_steps: int, tokens_per_step: int, device: torch.device | str | None = None) -> Tensor:
-    """Block-causal mask for steps made of several tokens (e.g. an observation split into patches).
+# --------------------------------------------------------------------------------------------- per-sample masks
 
-    Token ``i`` belongs to step ``i // tokens_per_step``; it may attend to every token of its own step and of all
-    earlier steps, never to a later step. Example, 3 steps x 2 tokens::
 
-        1 1 0 0 0 0
-        1 1 0 0 0 0
-        1 1 1 1 0 0
-        1 1 1 1 0 0
-        1 1 1 1 1 1
-        1 1 1 1 1 1
+def trajectory_token_valid(obs_valid: Tensor) -> Tensor:
+    """Token validity of ``o1 a1 ... oK`` windows from the validity of their ``K`` observation slots.
 
-    :param n_steps: number of steps, ``>= 1``.
-    :param tokens_per_step: tokens per step, ``>= 1`` (1 gives :func:`causal_mask`).
-    :param device: device of the result.
-    :return: boolean tensor ``(n_steps * tokens_per_step, n_steps * tokens_per_step)``, ``True`` = may attend.
-    :raises ValueError: if either argument is not a positive int.
+    ``a(t)`` is real exactly when ``o(t)`` is (padding only precedes an episode's first step).
+
+    :param obs_valid: ``(B, K)``, nonzero / ``True`` for real observations (e.g. the ``window_valid`` key of
+        :class:`~maskrl.representation.window.TrajectoryWindow`, floats after SB3's preprocessing)
+    :return: boolean ``(B, 2K - 1)``
     """
-    _check_int("n_steps", n_steps, 1)
-    _check_int("tokens_per_step", tokens_per_step, 1)
-    step = torch.arange(n_steps * tokens_per_step, device=device) // tokens_per_step
-    return step[None, :] <= step[:, None]
+    valid = obs_valid > 0.5 if obs_valid.is_floating_point() else obs_valid.bool()
+    return valid.repeat_interleave(2, dim=1)[:, :-1]
+
+
+def padding_attention_mask(mask: Tensor, token_valid: Tensor) -> Tensor:
+    """Combine a ``(T, T)`` attention mask with per-sample token validity (zero padding at an episode's start).
+
+    A valid query never attends to an invalid (padding) key. Every query keeps its diagonal, so a padding query
+    attends to itself only: no row is empty, and padding outputs never reach valid ones.
+
+    :param mask: ``(T, T)`` boolean, ``True`` = may attend
+    :param token_valid: ``(B, T)`` boolean
+    :return: ``(B, T, T)`` boolean, ``True`` = may attend
+    """
+    _check_bool_mask(mask)
+    _check_bool_mask(token_valid, "token_valid")
+    T = mask.shape[-1]
+    eye = torch.eye(T, dtype=torch.bool, device=mask.device)
+    return mask & (token_valid[:, None, :] | eye)
+
+
+def key_mask(key_valid: Tensor) -> Tensor:
+    """Every query may attend to the valid keys only (e.g. the entities the agent sees).
+
+    :param key_valid: ``(B, N)`` boolean, ``True`` for the keys that may be attended to; at least one per row
+    :return: ``(B, 1, N)`` boolean, ``True`` = may attend, broadcast over the queries
+    """
+    _check_bool_mask(key_valid, "key_valid")
+    return key_valid[:, None, :]
+
+
+def context_attention_mask(masked: Tensor) -> Tensor:
+    """Which frame may attend to which when rebuilding masked positions from their context.
+
+    Every position may attend to every unmasked position and to itself; masked positions are hidden from all others,
+    so that no position reads a masked frame's (zero or wrong) content, and a masked position's output is built
+    from the context alone plus its own mask token.
+
+    :param masked: boolean ``(B, T)``, ``True`` where a frame was masked.
+    :return: boolean ``(B, T, T)``: ``out[b, i, j]`` ``True`` when position ``i`` may attend to position ``j``.
+    """
+    if not isinstance(masked, Tensor) or masked.dtype != torch.bool or masked.ndim != 2:
+        raise ValueError("masked must be a boolean tensor of shape (B, T)")
+    return padding_attention_mask(bidirectional_mask(masked.shape[1], masked.device), ~masked)
 
 
 # --------------------------------------------------------------------------------------------- token masking

@@ -1,5 +1,5 @@
 """Heat maps of :class:`~maskrl.policies.entity_attention.EntityAttentionExtractor` attention, and a callback
-that logs them to TensorBoard during training.
+that logs them to TensorBoard during training (:func:`training_callbacks` gives it to a run of such a policy).
 
 Figures are built with ``matplotlib.figure.Figure`` and rendered with the Agg canvas directly, never
 through ``pyplot``: importing this module does not pick or change matplotlib's global backend, and no
@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Image
 from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.vec_env import VecEnv
 
 from maskrl.masks import ACTION_MASK_KEY, VISIBILITY_KEY
 from maskrl.policies.entity_attention import EntityAttentionExtractor
@@ -25,12 +27,16 @@ from maskrl.policies.entity_attention import EntityAttentionExtractor
 __all__ = [
     "AttentionMapCallback",
     "default_entity_label",
+    "entity_labeller",
     "figure_to_array",
     "plot_attention_map",
     "save_attention_map",
+    "training_callbacks",
 ]
 
 HIDDEN_COLOR = "0.6"  # grey tick labels for hidden entities
+#: How many attention maps :func:`training_callbacks` logs over a run.
+MAPS_PER_RUN = 20
 
 
 def default_entity_label(slot: int) -> str:
@@ -146,6 +152,7 @@ class AttentionMapCallback(BaseCallback):
     :param env_index: which of the vectorised envs' observations to show
     :param label_fn: entity slot -> name for the axes; default ``"agent", "e1", ...``
     :param key: logger key of the image
+    :param save_path: where to save the last logged map when training ends (nothing is saved by default)
     :param verbose: SB3 verbosity level
     """
 
@@ -156,6 +163,7 @@ class AttentionMapCallback(BaseCallback):
         env_index: int = 0,
         label_fn: Callable[[int], str] | None = None,
         key: str = "attention/map",
+        save_path: str | Path | None = None,
         verbose: int = 0,
     ):
         super().__init__(verbose)
@@ -166,9 +174,10 @@ class AttentionMapCallback(BaseCallback):
         self.env_index = env_index
         self.label_fn = default_entity_label if label_fn is None else label_fn
         self.key = key
+        self.save_path = None if save_path is None else Path(save_path)
         #: the last logged ``(N, N)`` head-averaged weights, for inspection
         self.last_weights: np.ndarray | None = None
-        #: the last logged figure (``train.py`` saves it as the run's ``attention_map.png``)
+        #: the last logged figure (saved to ``save_path`` when training ends)
         self.last_figure: Figure | None = None
 
     def _extractor(self) -> EntityAttentionExtractor:
@@ -196,6 +205,10 @@ class AttentionMapCallback(BaseCallback):
         if self.n_calls % self.log_freq == 0:
             self.log_attention_map()
         return True
+
+    def _on_training_end(self) -> None:
+        if self.save_path is not None and self.last_figure is not None:
+            self.last_figure.savefig(self.save_path)
 
     def log_attention_map(self) -> None:
         """Compute, plot and record the attention map of the current observation of env ``env_index``."""
@@ -232,3 +245,36 @@ class AttentionMapCallback(BaseCallback):
         )
         self.last_figure = fig
         self.logger.record(self.key, Image(figure_to_array(fig), "HWC"), exclude=("stdout", "log", "json", "csv"))
+
+
+def entity_labeller(env: VecEnv) -> Callable[[int], str] | None:
+    """Slot -> entity name from the env's ``entity_slots`` (name -> slice), if it has one."""
+    if not env.has_attr("entity_slots"):  # safe with SubprocVecEnv, unlike catching get_attr's error
+        return None
+    slots = env.get_attr("entity_slots")[0]
+    labels: dict[int, str] = {}
+    for name, where in slots.items():
+        indices = range(where.start, where.stop)
+        for i in indices:
+            labels[i] = name if len(indices) == 1 else f"{name}{i - where.start}"
+    return lambda slot: labels.get(slot, f"e{slot}")
+
+
+def training_callbacks(
+    model: BaseAlgorithm, env: VecEnv, total_timesteps: int, figure_path: str | Path | None = None
+) -> list[BaseCallback]:
+    """The callbacks a run of ``model`` gets from this module: none, unless its policy's features extractor is an
+    :class:`EntityAttentionExtractor`.
+
+    Then an :class:`AttentionMapCallback` logs about :data:`MAPS_PER_RUN` maps over the run, labelled with the env's
+    entity names when it has them (:func:`entity_labeller`), and saves the last one to ``figure_path``.
+
+    :param model: the model about to train
+    :param env: its training env
+    :param total_timesteps: the run's total env steps
+    :param figure_path: where the last map is saved when training ends
+    """
+    if not isinstance(getattr(model.policy, "features_extractor", None), EntityAttentionExtractor):
+        return []
+    log_freq = max(total_timesteps // (MAPS_PER_RUN * env.num_envs), 1)
+    return [AttentionMapCallback(log_freq=log_freq, label_fn=entity_labeller(env), save_path=figure_path)]

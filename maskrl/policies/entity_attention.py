@@ -12,77 +12,19 @@ nor on how many padding slots there are.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from maskrl.masks import ENTITIES_KEY, VISIBILITY_KEY
+from maskrl.policies.attention_block import MaskedSelfAttentionBlock
+from maskrl.policies.attention_masks import key_mask
 
-__all__ = ["EntityAttentionExtractor", "MaskedSelfAttentionBlock"]
+__all__ = ["EntityAttentionExtractor"]
 
-
-class MaskedSelfAttentionBlock(nn.Module):
-    """Pre-LayerNorm residual block: masked multi-head self-attention, then an MLP.
-
-    ``x = x + Attn(LN(x)); x = x + MLP(LN(x))``. Pre-LN keeps an identity path from the embedding to the
-    output, which trains stably without learning-rate warm-up (post-LN transformers need it), a good fit
-    for RL's small, non-stationary batches.
-
-    :param embed_dim: token size
-    :param n_heads: attention heads; must divide ``embed_dim``
-    :param mlp_ratio: hidden size of the MLP as a multiple of ``embed_dim``
-    """
-
-    def __init__(self, embed_dim: int, n_heads: int, mlp_ratio: int = 2):
-        super().__init__()
-        self.embed_dim = embed_dim
-        self.n_heads = n_heads
-        self.head_dim = embed_dim // n_heads
-        self.attn_norm = nn.LayerNorm(embed_dim)
-        self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
-        self.mlp_norm = nn.LayerNorm(embed_dim)
-        self.mlp = nn.Sequential(
-            nn.Linear(embed_dim, mlp_ratio * embed_dim),
-            nn.ReLU(),
-            nn.Linear(mlp_ratio * embed_dim, embed_dim),
-        )
-
-    def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, return_weights: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Apply the block.
-
-        :param x: tokens, shape ``(B, N, embed_dim)``
-        :param key_mask: boolean, shape ``(B, N)``: ``True`` for the entities that may be attended to;
-            at least one ``True`` per row (else the softmax has nothing to normalise over)
-        :param return_weights: compute the attention with an explicit softmax and return its weights;
-            otherwise use ``scaled_dot_product_attention`` (fused kernels) and return ``None``
-        :return: the new tokens ``(B, N, embed_dim)`` and the weights ``(B, n_heads, N, N)`` or ``None``
-        """
-        batch, n, _ = x.shape
-        # (B, N, 3 * D) -> 3 x (B, H, N, head_dim)
-        q, k, v = self.qkv(self.attn_norm(x)).view(batch, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        # One key mask for every query and head: broadcast (B, N) -> (B, 1, 1, N).
-        attn_mask = key_mask[:, None, None, :]
-        weights = None
-        if return_weights:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
-            # -inf, not a large negative number: exp(-inf) is exactly 0, so the masked columns of the
-            # weights are exactly 0 and the masked values contribute exactly nothing (as in SDPA).
-            weights = scores.masked_fill(~attn_mask, float("-inf")).softmax(dim=-1)
-            attended = weights @ v
-        else:
-            # A boolean attn_mask means True = may attend (SDPA's convention).
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        attended = attended.transpose(1, 2).reshape(batch, n, self.embed_dim)
-        x = x + self.out_proj(attended)
-        x = x + self.mlp(self.mlp_norm(x))
-        return x, weights
+#: Hidden size of each block's MLP, as a multiple of ``embed_dim``.
+MLP_RATIO = 2
 
 
 class EntityAttentionExtractor(BaseFeaturesExtractor):
@@ -96,12 +38,13 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
       Hidden and padding slots have visibility 0 (and, by the env's convention, all-zero rows).
 
     Each entity is embedded by a shared ``Linear(F, embed_dim)`` + ReLU, then passes through ``n_blocks``
-    pre-LayerNorm residual blocks of multi-head self-attention (:class:`MaskedSelfAttentionBlock`) whose
-    boolean attention mask lets every token attend only to visible entities; slot 0 is always treated as
-    visible, so no query is left without a key (no NaN, even for a scene with nothing but the agent).
-    A final LayerNorm follows the blocks (the pre-LN residual stream is otherwise un-normalised). The
-    features are the agent's token concatenated with the mean of the visible tokens (agent included):
-    ``features_dim = 2 * embed_dim``.
+    pre-LayerNorm residual blocks of multi-head self-attention
+    (:class:`~maskrl.policies.attention_block.MaskedSelfAttentionBlock`, ReLU MLP of ``2 * embed_dim``) whose
+    boolean attention mask (:func:`~maskrl.policies.attention_masks.key_mask`) lets every token attend only to
+    visible entities; slot 0 is always treated as visible, so no query is left without a key (no NaN, even for a
+    scene with nothing but the agent). A final LayerNorm follows the blocks (the pre-LN residual stream is otherwise
+    un-normalised). The features are the agent's token concatenated with the mean of the visible tokens (agent
+    included): ``features_dim = 2 * embed_dim``.
 
     So the features depend neither on hidden/padding entities' rows nor on the number of padding slots,
     and, there being no positional encoding, are invariant to permutations of slots ``1..N-1``.
@@ -111,10 +54,12 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
     :param embed_dim: token size; the features are ``2 * embed_dim``
     :param n_heads: attention heads; must divide ``embed_dim``
     :param n_blocks: number of self-attention blocks (0 gives a Deep Sets-like embed-and-pool encoder)
-    :param mlp_ratio: hidden size of each block's MLP as a multiple of ``embed_dim``
-    :param use_visibility: mask hidden entities out. ``False`` is the ablation "same extractor without the
-        visibility mask": every slot (hidden and padding ones included, fed as their zero rows) is attended
-        to and pooled; the visibility key is then ignored (and optional)
+
+    Ablation (for studies of the mask itself, not for use):
+
+    :param use_visibility: ``False`` builds the same extractor without the visibility mask: every slot (hidden and
+        padding ones included, fed as their zero rows) is attended to and pooled; the visibility key is then ignored
+        (and optional)
     """
 
     def __init__(
@@ -123,15 +68,12 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         embed_dim: int = 64,
         n_heads: int = 4,
         n_blocks: int = 2,
-        mlp_ratio: int = 2,
         use_visibility: bool = True,
     ):
         n_entities, n_features = _check_space(observation_space, use_visibility)
         for name, value, minimum in (("embed_dim", embed_dim, 1), ("n_heads", n_heads, 1), ("n_blocks", n_blocks, 0)):
             if not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if not isinstance(mlp_ratio, int) or mlp_ratio < 1:
-            raise ValueError(f"mlp_ratio must be an integer >= 1, got {mlp_ratio!r}")
         if embed_dim % n_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by n_heads ({n_heads})")
         super().__init__(observation_space, features_dim=2 * embed_dim)
@@ -141,7 +83,9 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         self.n_heads = n_heads
         self.use_visibility = use_visibility
         self.embed = nn.Sequential(nn.Linear(n_features, embed_dim), nn.ReLU())
-        self.blocks = nn.ModuleList(MaskedSelfAttentionBlock(embed_dim, n_heads, mlp_ratio) for _ in range(n_blocks))
+        self.blocks = nn.ModuleList(
+            MaskedSelfAttentionBlock(embed_dim, n_heads, MLP_RATIO, activation=nn.ReLU) for _ in range(n_blocks)
+        )
         self.out_norm = nn.LayerNorm(embed_dim)
 
     def visible_mask(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -165,7 +109,7 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         return visible
 
     def _encode(
-        self, observations: dict[str, torch.Tensor], return_weights: bool
+        self, observations: dict[str, torch.Tensor], with_weights: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         entities = observations[ENTITIES_KEY]
         if entities.dim() != 3 or entities.shape[-1] != self.n_entity_features:
@@ -174,12 +118,15 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
                 f"got {tuple(entities.shape)}"
             )
         visible = self.visible_mask(observations)
+        mask = key_mask(visible)
         x = self.embed(entities)
         all_weights = []
         for block in self.blocks:
-            x, weights = block(x, visible, return_weights=return_weights)
-            if weights is not None:
+            if with_weights:
+                x, weights = block.forward_with_weights(x, mask)
                 all_weights.append(weights)
+            else:
+                x = block(x, mask)
         x = self.out_norm(x)
         # Masked mean: hidden/padding tokens are multiplied by exactly 0 (so they pass no gradient either).
         # Their query rows were computed above, but nothing downstream reads them.
@@ -188,31 +135,21 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
         return torch.cat([x[:, 0], pooled], dim=-1), all_weights
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Features ``(B, 2 * embed_dim)``, computed with ``scaled_dot_product_attention``.
+        """Features ``(B, 2 * embed_dim)``.
 
         :param observations: ``{"entities": (B, N, F), "visibility": (B, N)}`` (``N`` may differ from
             the observation space's: extra padding slots change nothing)
         """
-        return self._encode(observations, return_weights=False)[0]
-
-    def forward_with_attention(self, observations: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Features and attention weights, computed with an explicit softmax under the same boolean mask.
-
-        Slower than :meth:`forward`, which it matches up to floating-point rounding.
-
-        :param observations: as for :meth:`forward`
-        :return: the features ``(B, 2 * embed_dim)`` and, per block, the weights ``(B, n_heads, N, N)``
-            (rows: queries, columns: keys; the columns of masked entities are exactly 0, rows sum to 1)
-        """
-        return self._encode(observations, return_weights=True)
+        return self._encode(observations, with_weights=False)[0]
 
     def attention_maps(self, observations: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Attention weights of every block, for inspection (see :meth:`forward_with_attention`).
+        """Attention weights of every block, for inspection, computed with an explicit softmax under the same mask.
 
         :param observations: as for :meth:`forward`
-        :return: one ``(B, n_heads, N, N)`` tensor per block
+        :return: per block, the weights ``(B, n_heads, N, N)`` (rows: queries, columns: keys; the columns of
+            masked entities are exactly 0, rows sum to 1)
         """
-        return self.forward_with_attention(observations)[1]
+        return self._encode(observations, with_weights=True)[1]
 
 
 def _check_space(observation_space: spaces.Space, use_visibility: bool) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 The observation is a ``Dict``: a feature map ``"grid"`` ``(C, H, W)``, the ``"agent_mask"`` ``(H, W)``
 (1 where an agent stands) and optionally a per-cell ``"action_mask"`` ``(A, H, W)``. The action space is
 ``MultiDiscrete([A] * (H * W))``, the grid of actions flattened row-major, which is how SB3 stores it. The
-policy outputs one action distribution per cell (:class:`~maskrl.policies.categorical_map.CategoricalMap`);
+policy outputs one action distribution per cell (:class:`~maskrl.policies.distributions.CategoricalMap`);
 the agent mask makes the joint log-probability and the entropy count only the cells that hold an agent,
 so unchanged SB3 ``PPO``/``A2C`` train it.
 """
@@ -21,8 +21,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from maskrl.masks import ACTION_MASK_KEY, AGENT_MASK_KEY, GRID_KEY
-from maskrl.policies.categorical_map import CategoricalMapDistribution
-from maskrl.policies.sb3_distributions import own_actions_log_prob
+from maskrl.policies.sb3_distributions import CategoricalMapDistribution, own_actions_log_prob
 
 # SB3 ActorCriticPolicy arguments GridNet has no use for, with the only value it accepts (PPO passes use_sde).
 _FIXED_SB3_KWARGS: dict[str, Any] = {

@@ -21,13 +21,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
-from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 
 from maskrl.masks import ACTION_MASK_KEY
-from maskrl.policies.actor_critic import split_observation_space
+from maskrl.policies.actor_critic import CombinedExtractorByDefault, MaskSplitMixin, features_without_mask
 from maskrl.policies.distributions import mask_checks_enabled
 
 
@@ -132,12 +131,7 @@ class _MaskedNetworkMixin:
     normalize_images: bool
 
     def extract_features(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor) -> torch.Tensor:
-        assert isinstance(obs, dict), f"masked policies take Dict observations, got {type(obs)}"
-        if isinstance(self.features_space, spaces.Dict):
-            inputs: PyTorchObs = {key: value for key, value in obs.items() if key != ACTION_MASK_KEY}
-        else:
-            inputs = obs["observation"]
-        return features_extractor(preprocess_obs(inputs, self.features_space, normalize_images=self.normalize_images))
+        return features_without_mask(obs, features_extractor, self.features_space, self.normalize_images)
 
     def _greedy(self, values: torch.Tensor, obs: PyTorchObs) -> torch.Tensor:
         # Rows without a valid action were refused by the policy's predict (a row given here directly gets 0).
@@ -180,29 +174,12 @@ class MaskedQuantileNetwork(_MaskedNetworkMixin, QuantileNetwork):
         return {**super()._get_constructor_parameters(), "features_space": self.features_space}
 
 
-class _MaskedQPolicyMixin:
-    """What the masked DQN and QR-DQN policies share: the checks, and extractors built without the mask."""
+class _MaskedQPolicyMixin(MaskSplitMixin):
+    """What the masked DQN and QR-DQN policies share: the checks, extractors built without the mask, ``predict``."""
 
-    #: give the features extractor a Dict even when it holds only "observation" (for Dict extractors)
-    keep_dict_features = False
-    features_space: spaces.Space
-    features_extractor_class: type[BaseFeaturesExtractor]
-    features_extractor_kwargs: dict[str, Any]
-
-    def _split_spaces(self, observation_space: spaces.Space, action_space: spaces.Space, kwargs: dict) -> None:
+    def _split_features(self, observation_space: spaces.Space, action_space: spaces.Space, kwargs: dict) -> None:
         require_discrete(action_space, type(self).__name__)
-        # Needed by make_features_extractor(), which the parent's __init__ calls through _build().
-        self.features_space = split_observation_space(observation_space, action_space, self.keep_dict_features)
-        extractor = kwargs.get("features_extractor_class", FlattenExtractor)
-        if isinstance(self.features_space, spaces.Dict) and extractor is FlattenExtractor:
-            raise ValueError(
-                f"the observation has several feature keys {list(self.features_space.spaces)}: "
-                f"use {type(self).__name__.replace('Policy', 'MultiInputPolicy')} or a features extractor for Dict "
-                "spaces"
-            )
-
-    def make_features_extractor(self) -> BaseFeaturesExtractor:
-        return self.features_extractor_class(self.features_space, **self.features_extractor_kwargs)
+        super()._split_features(observation_space, action_space, kwargs)
 
     def predict(
         self,
@@ -245,11 +222,7 @@ class MaskedDQNPolicy(_MaskedQPolicyMixin, DQNPolicy):
     q_net: MaskedQNetwork
     q_net_target: MaskedQNetwork
 
-    def __init__(
-        self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule, *args, **kwargs
-    ) -> None:
-        self._split_spaces(observation_space, action_space, kwargs)
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+    multi_input_policy_name = "MaskedDQNMultiInputPolicy"
 
     def make_q_net(self) -> MaskedQNetwork:
         # A new features extractor per network, as SB3 does: the target network must not share the online one's.
@@ -257,13 +230,8 @@ class MaskedDQNPolicy(_MaskedQPolicyMixin, DQNPolicy):
         return MaskedQNetwork(**net_args, features_space=self.features_space).to(self.device)
 
 
-class MaskedDQNMultiInputPolicy(MaskedDQNPolicy):
+class MaskedDQNMultiInputPolicy(CombinedExtractorByDefault, MaskedDQNPolicy):
     """:class:`MaskedDQNPolicy` with SB3's ``CombinedExtractor`` by default, for several feature keys."""
-
-    keep_dict_features = True
-
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
 
 
 class MaskedQRDQNPolicy(_MaskedQPolicyMixin, QRDQNPolicy):
@@ -281,21 +249,12 @@ class MaskedQRDQNPolicy(_MaskedQPolicyMixin, QRDQNPolicy):
     quantile_net: MaskedQuantileNetwork
     quantile_net_target: MaskedQuantileNetwork
 
-    def __init__(
-        self, observation_space: spaces.Dict, action_space: spaces.Discrete, lr_schedule: Schedule, *args, **kwargs
-    ) -> None:
-        self._split_spaces(observation_space, action_space, kwargs)
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+    multi_input_policy_name = "MaskedQRDQNMultiInputPolicy"
 
     def make_quantile_net(self) -> MaskedQuantileNetwork:
         net_args = self._update_features_extractor(self.net_args, features_extractor=None)
         return MaskedQuantileNetwork(**net_args, features_space=self.features_space).to(self.device)
 
 
-class MaskedQRDQNMultiInputPolicy(MaskedQRDQNPolicy):
+class MaskedQRDQNMultiInputPolicy(CombinedExtractorByDefault, MaskedQRDQNPolicy):
     """:class:`MaskedQRDQNPolicy` with SB3's ``CombinedExtractor`` by default, for several feature keys."""
-
-    keep_dict_features = True
-
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)

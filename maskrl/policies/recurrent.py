@@ -17,14 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from gymnasium import spaces
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from sb3_contrib.common.recurrent.type_aliases import RNNStates
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
-from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.type_aliases import PyTorchObs
 
 from maskrl.masks import ACTION_MASK_KEY
-from maskrl.policies.actor_critic import MaskedFeaturesMixin
+from maskrl.policies.actor_critic import CombinedExtractorByDefault, MaskedFeaturesMixin
 from maskrl.policies.sb3_distributions import MaskedDistribution, own_actions_log_prob
 
 __all__ = ["MaskedRecurrentActorCriticPolicy", "MaskedRecurrentMultiInputPolicy", "open_padding_rows"]
@@ -63,17 +61,6 @@ class MaskedRecurrentActorCriticPolicy(MaskedFeaturesMixin, RecurrentActorCritic
 
     action_dist: MaskedDistribution
     multi_input_policy_name = "MaskedRecurrentMultiInputPolicy"
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        *args: Any,
-        **kwargs: Any,
-    ):
-        self._split_features(observation_space, action_space, kwargs)
-        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         # sb3-contrib leaves the LSTM's shape out, so policy.save()/load() would rebuild a default-sized LSTM.
@@ -170,29 +157,9 @@ class MaskedRecurrentActorCriticPolicy(MaskedFeaturesMixin, RecurrentActorCritic
         return self.value_net(self.mlp_extractor.forward_critic(latent_vf))
 
 
-class MaskedRecurrentMultiInputPolicy(MaskedRecurrentActorCriticPolicy):
+class MaskedRecurrentMultiInputPolicy(CombinedExtractorByDefault, MaskedRecurrentActorCriticPolicy):
     """:class:`MaskedRecurrentActorCriticPolicy` with SB3's ``CombinedExtractor`` by default, for several feature keys.
 
     Like sb3-contrib's ``MultiInputLstmPolicy``; takes the same arguments as
     :class:`MaskedRecurrentActorCriticPolicy`.
     """
-
-    keep_dict_features = True
-
-    def __init__(
-        self,
-        observation_space: spaces.Dict,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        *args: Any,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ):
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            *args,
-            features_extractor_class=features_extractor_class,
-            **kwargs,
-        )

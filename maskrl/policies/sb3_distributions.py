@@ -12,8 +12,15 @@ from stable_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from stable_baselines3.common.distributions import Distribution as SB3Distribution
+from torch import nn
 
-from maskrl.policies.distributions import MaskedBernoulli, MaskedCategorical, MaskedMultiCategorical, MaskLike
+from maskrl.policies.distributions import (
+    CategoricalMap,
+    MaskedBernoulli,
+    MaskedCategorical,
+    MaskedMultiCategorical,
+    MaskLike,
+)
 
 SelfMaskedCategoricalDistribution = TypeVar("SelfMaskedCategoricalDistribution", bound="MaskedCategoricalDistribution")
 SelfMaskedMultiCategoricalDistribution = TypeVar(
@@ -165,3 +172,88 @@ def make_masked_distribution(action_space: spaces.Space) -> MaskedDistribution:
             raise TypeError(f"MultiBinary action masks need a 1-D space, got shape {action_space.shape}")
         return MaskedBernoulliDistribution(int(action_space.shape[0]))
     raise TypeError(f"action masking needs a Discrete, MultiDiscrete or MultiBinary action space, got {action_space}")
+
+
+SelfCategoricalMapDistribution = TypeVar("SelfCategoricalMapDistribution", bound="CategoricalMapDistribution")
+
+
+class CategoricalMapDistribution(SB3Distribution):
+    """SB3 distribution for a grid of per-cell actions, seen by SB3 as ``MultiDiscrete([A] * (H * W))``.
+
+    Actions go in and out flat, ``(B, H * W)``, in row-major order (cell ``(y, x)`` is sub-action
+    ``y * W + x``); the parameters are the logit map ``(B, A, H, W)`` with an agent mask and an optional
+    per-cell action mask (see :class:`CategoricalMap`).
+
+    :param n_actions: number of actions of each cell, ``A``
+    :param height: grid height, ``H``
+    :param width: grid width, ``W``
+    """
+
+    distribution: CategoricalMap
+
+    def __init__(self, n_actions: int, height: int, width: int):
+        super().__init__()
+        self.n_actions = int(n_actions)
+        self.height = int(height)
+        self.width = int(width)
+        self.action_dim = self.height * self.width
+
+    def proba_distribution_net(self, latent_dim: int) -> nn.Module:
+        """A 1x1 convolution mapping a ``(B, latent_dim, H, W)`` feature map to the logit map ``(B, A, H, W)``.
+
+        :param latent_dim: channels of the feature map
+        """
+        return nn.Conv2d(latent_dim, self.n_actions, kernel_size=1)
+
+    def proba_distribution(
+        self: SelfCategoricalMapDistribution,
+        action_logits: torch.Tensor,
+        agent_mask: MaskLike | None = None,
+        action_mask: MaskLike | None = None,
+    ) -> SelfCategoricalMapDistribution:
+        """Set the distribution's parameters.
+
+        :param action_logits: logit map ``(B, A, H, W)``
+        :param agent_mask: ``(B, H, W)``, 1/True where an agent stands; ``None`` counts every cell
+        :param action_mask: ``(B, A, H, W)``, 1/True for valid actions; ``None`` means all valid
+        """
+        expected = (self.n_actions, self.height, self.width)
+        if action_logits.dim() != 4 or tuple(action_logits.shape[1:]) != expected:
+            raise ValueError(f"action_logits have shape {tuple(action_logits.shape)}, expected (B, *{expected})")
+        self.distribution = CategoricalMap(action_logits, agent_mask, action_mask)
+        return self
+
+    def _grid(self, actions: torch.Tensor) -> torch.Tensor:
+        # PPO's rollout buffer hands MultiDiscrete actions back as float32 (B, H * W).
+        return actions.reshape(-1, self.height, self.width)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(self._grid(actions))
+
+    def entropy(self) -> torch.Tensor:
+        return self.distribution.entropy()
+
+    def sample(self) -> torch.Tensor:
+        return self.distribution.sample().flatten(1)
+
+    def mode(self) -> torch.Tensor:
+        return self.distribution.mode.flatten(1)
+
+    def actions_from_params(
+        self,
+        action_logits: torch.Tensor,
+        agent_mask: MaskLike | None = None,
+        action_mask: MaskLike | None = None,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        self.proba_distribution(action_logits, agent_mask, action_mask)
+        return self.get_actions(deterministic=deterministic)
+
+    def log_prob_from_params(
+        self,
+        action_logits: torch.Tensor,
+        agent_mask: MaskLike | None = None,
+        action_mask: MaskLike | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        actions = self.actions_from_params(action_logits, agent_mask, action_mask)
+        return actions, self.log_prob(actions)

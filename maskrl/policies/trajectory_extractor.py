@@ -1,8 +1,9 @@
 """SB3 features extractor that runs a (pretrained) trajectory transformer over a window of recent steps.
 
-Use it with :class:`maskrl.envs.trajectory_window.TrajectoryWindow` and the masked PPO policy::
+The last stage of the representation pipeline (:mod:`maskrl.representation`). Use it with
+:class:`maskrl.representation.window.TrajectoryWindow` and the masked PPO policy::
 
-    env = TrajectoryWindow(make_env("maskrl/Kart-v0"), window=4)
+    env = TrajectoryWindow(make_masked_env("maskrl/Kart-v0"), window=4)
     policy_kwargs = dict(
         features_extractor_class=TrajectoryExtractor,
         features_extractor_kwargs=dict(pretrained="runs/pretrain", frozen=True),
@@ -11,8 +12,9 @@ Use it with :class:`maskrl.envs.trajectory_window.TrajectoryWindow` and the mask
 
 The window's ``K`` slots become the tokens ``o1 a1 o2 ... oK`` (slot ``i``'s observation, then slot ``i + 1``'s
 previous action, which was taken at ``o(i)``), the layout the encoder was pretrained on. Padding slots at an episode's
-start are hidden from the other tokens. The features are the encoder's output at the last token, the current
-observation ``oK``, which under the default causal attention has seen the whole window.
+start are hidden from the other tokens (:func:`~maskrl.policies.attention_masks.padding_attention_mask`). The
+features are the encoder's output at the last token, the current observation ``oK``, which under causal attention
+(:func:`~maskrl.policies.attention_masks.causal_mask`) has seen the whole window.
 
 SB3's orthogonal re-initialisation of the features extractor (``ortho_init``) is skipped for the encoder (see
 :meth:`TrajectoryExtractor.apply`), so pretrained weights survive the policy's construction.
@@ -29,29 +31,26 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import Tensor, nn
 
 from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
-from maskrl.policies.attention_masks import causal_mask
+from maskrl.policies.attention_masks import causal_mask, trajectory_token_valid
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, load_encoder
 
 __all__ = ["TrajectoryExtractor"]
 
-ATTENTIONS = ("causal", "bidirectional")
-
 
 class TrajectoryExtractor(BaseFeaturesExtractor):
-    """Encode the :class:`~maskrl.envs.trajectory_window.TrajectoryWindow` keys with a :class:`TrajectoryTransformer`.
+    """Encode the :class:`~maskrl.representation.window.TrajectoryWindow` keys with a :class:`TrajectoryTransformer`.
 
     :param observation_space: ``Dict`` with ``window_observations``, ``window_actions`` and ``window_valid``
         (other keys are ignored)
-    :param pretrained: folder (or ``encoder.pt``) written by ``python -m maskrl.agents.pretrain``; ``None`` builds a
-        randomly initialised encoder from the architecture arguments below (the from-scratch baseline). The folder
-        may come from someone else: it is read by :func:`~maskrl.policies.trajectory_transformer.load_encoder`, which
-        unpickles nothing and refuses symlinks leading out of it, oversized files and architectures its weights do
-        not match (``docs/safe_loading.md``)
+    :param pretrained: folder (or ``encoder.pt``) written by ``python -m maskrl.representation.pretrain``; ``None``
+        builds a randomly initialised encoder from the architecture arguments below (the from-scratch baseline). The
+        folder may come from someone else: it is read by
+        :func:`~maskrl.policies.trajectory_transformer.load_encoder`, which unpickles nothing and refuses symlinks
+        leading out of it, oversized files and architectures its weights do not match (``docs/safe_loading.md``)
     :param frozen: keep the encoder's weights fixed (no gradient reaches them)
     :param d_model: token width, for ``pretrained=None``
     :param n_layers: number of blocks, for ``pretrained=None``
     :param n_heads: attention heads, for ``pretrained=None``
-    :param attention: ``"causal"`` or ``"bidirectional"`` attention over the window
     :raises ValueError: for a space without the window keys, or a pretrained encoder that does not fit it
     """
 
@@ -63,7 +62,6 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
         d_model: int = 32,
         n_layers: int = 2,
         n_heads: int = 2,
-        attention: str = "causal",
     ) -> None:
         missing = [
             key
@@ -73,10 +71,8 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
         if missing:
             raise ValueError(
                 f"TrajectoryExtractor needs the TrajectoryWindow keys; missing: {', '.join(missing)} "
-                "(wrap the env in maskrl.envs.trajectory_window.TrajectoryWindow)"
+                "(wrap the env in maskrl.representation.window.TrajectoryWindow)"
             )
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         window, obs_dim = observation_space[WINDOW_OBSERVATIONS_KEY].shape
         action_space = observation_space[WINDOW_ACTIONS_KEY]
         discrete = len(action_space.shape) == 1
@@ -99,10 +95,7 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
         self.frozen = frozen
         self.window = window
         self.discrete = discrete
-        self.attention = attention
-        T = 2 * window - 1
-        mask = causal_mask(T) if attention == "causal" else torch.ones(T, T, dtype=torch.bool)
-        self.register_buffer("attention_mask", mask, persistent=False)
+        self.register_buffer("attention_mask", causal_mask(2 * window - 1), persistent=False)
         if frozen:
             self.encoder.requires_grad_(False)
 
@@ -125,8 +118,7 @@ class TrajectoryExtractor(BaseFeaturesExtractor):
         # SB3's preprocessing turned the integer actions and the validity into floats.
         actions = observations[WINDOW_ACTIONS_KEY][:, 1:]
         actions = actions.round().long() if self.discrete else actions
-        valid = observations[WINDOW_VALID_KEY] > 0.5
-        token_valid = valid.repeat_interleave(2, dim=1)[:, :-1]
+        token_valid = trajectory_token_valid(observations[WINDOW_VALID_KEY])
         if self.frozen:
             with torch.no_grad():
                 return self.encoder(obs, actions, self.attention_mask, token_valid)[:, -1]

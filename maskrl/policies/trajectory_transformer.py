@@ -1,7 +1,7 @@
 """A small GPT-style transformer over interleaved observation/action tokens ``o1 a1 o2 a2 ... oK``.
 
-This is the encoder that masked trajectory pretraining (:mod:`maskrl.agents.pretraining_objectives`) trains and
-that fine-tuning reuses as an SB3 features extractor (:mod:`maskrl.policies.trajectory_extractor`).
+This is the encoder that masked trajectory pretraining (:mod:`maskrl.representation`) trains and that fine-tuning
+reuses as an SB3 features extractor (:mod:`maskrl.policies.trajectory_extractor`).
 
 **Token layout.** A window of ``K`` observations and the ``K - 1`` actions between them is laid out as
 ``o1 a1 o2 a2 ... a(K-1) oK`` (``T = 2K - 1`` tokens, even positions are observations, odd are actions), the layout
@@ -13,10 +13,14 @@ token is the current observation whose action is still to be chosen.
 embedding table, continuous ones through a linear layer. Every token gets a learned modality embedding
 (observation / action) and a learned timestep embedding (its step index inside the window, ``0..K-1``).
 
-**Attention masks** follow the house convention of :mod:`maskrl.policies.attention_masks`: a boolean tensor where
-``True`` means *may attend*; :func:`~maskrl.policies.attention_masks.to_mha_mask` converts it for
-:class:`torch.nn.MultiheadAttention`. Blocks are pre-LayerNorm (``x + attn(LN(x))``, ``x + mlp(LN(x))``) with a
-final LayerNorm, and no dropout, so that hidden positions get exactly zero gradient.
+**Attention masks** come from :mod:`maskrl.policies.attention_masks` (a boolean tensor, ``True`` = *may attend*).
+The blocks are :class:`~maskrl.policies.attention_block.MaskedSelfAttentionBlock` (pre-LayerNorm, no dropout, so
+that hidden positions get exactly zero gradient; GELU MLP of ``4 * d_model``), followed by a final LayerNorm.
+
+**Files** (:func:`save_encoder`, :func:`load_encoder`): ``encoder.pt`` (the ``state_dict``) and ``encoder.json``
+(the :class:`TrajectoryConfig` and what made the encoder). Encoders written by maskrl 0.1.0 load unchanged: their
+block parameters are renamed (:data:`~maskrl.policies.attention_block.LEGACY_KEYS`) and their config's
+``mlp_ratio`` (always 4 then) is dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from maskrl.files import atomic_write
-from maskrl.policies.attention_masks import to_mha_mask
+from maskrl.policies.attention_block import MaskedSelfAttentionBlock, current_key
+from maskrl.policies.attention_masks import padding_attention_mask
 from maskrl.untrusted import (
     MAX_WEIGHTS_BYTES,
     check_inside,
@@ -45,10 +50,11 @@ __all__ = [
     "TrajectoryTransformer",
     "interleave",
     "load_encoder",
-    "n_tokens",
-    "padding_attention_mask",
     "save_encoder",
 ]
+
+#: Hidden size of the blocks' MLPs, as a multiple of ``d_model``.
+MLP_RATIO = 4
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,6 @@ class TrajectoryConfig:
     :param d_model: token width
     :param n_layers: number of transformer blocks
     :param n_heads: attention heads per block (must divide ``d_model``)
-    :param mlp_ratio: hidden width of the blocks' MLPs, as a multiple of ``d_model``
     """
 
     obs_dim: int
@@ -72,10 +77,9 @@ class TrajectoryConfig:
     d_model: int = 32
     n_layers: int = 2
     n_heads: int = 2
-    mlp_ratio: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("obs_dim", "action_dim", "max_window", "d_model", "n_layers", "n_heads", "mlp_ratio"):
+        for name in ("obs_dim", "action_dim", "max_window", "d_model", "n_layers", "n_heads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -89,9 +93,16 @@ class TrajectoryConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> TrajectoryConfig:
-        """Rebuild from :meth:`to_dict`'s output; unknown or missing keys are a one-line ``ValueError``."""
+        """Rebuild from :meth:`to_dict`'s output; unknown or missing keys are a one-line ``ValueError``.
+
+        A maskrl 0.1.0 config also holds ``"mlp_ratio": 4`` (the only width there is): it is dropped.
+        """
         if not isinstance(data, dict):
             raise ValueError(f"a trajectory model config must be a mapping, got {type(data).__name__}")
+        if "mlp_ratio" in data:
+            data = dict(data)
+            if data.pop("mlp_ratio") != MLP_RATIO:
+                raise ValueError(f"trajectory models have mlp_ratio {MLP_RATIO} only")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -116,78 +127,36 @@ def interleave(obs_tokens: Tensor, action_tokens: Tensor) -> Tensor:
     return tokens
 
 
-def padding_attention_mask(mask: Tensor, token_valid: Tensor) -> Tensor:
-    """Combine a ``(T, T)`` attention mask with per-sample token validity (zero padding at an episode's start).
-
-    A valid query never attends to an invalid (padding) key. Every query keeps its diagonal, so a padding query
-    attends to itself only: no row is empty, and padding outputs never reach valid ones.
-
-    :param mask: ``(T, T)`` boolean, ``True`` = may attend
-    :param token_valid: ``(B, T)`` boolean
-    :return: ``(B, T, T)`` boolean, ``True`` = may attend
-    """
-    T = mask.shape[-1]
-    eye = torch.eye(T, dtype=torch.bool, device=mask.device)
-    return mask & (token_valid[:, None, :] | eye)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block: ``x + attn(LN(x), mask)``, then ``x + mlp(LN(x))``."""
-
-    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int) -> None:
-        super().__init__()
-        self.n_heads = n_heads
-        self.ln_attn = nn.LayerNorm(d_model)
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=0.0, batch_first=True)
-        self.ln_mlp = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(
-            nn.Linear(d_model, mlp_ratio * d_model), nn.GELU(), nn.Linear(mlp_ratio * d_model, d_model)
-        )
-
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        """:param mask: ``(T, T)`` or ``(B, T, T)`` boolean, ``True`` = may attend."""
-        mha_mask = to_mha_mask(mask)
-        if mha_mask.ndim == 3:
-            # MultiheadAttention wants one mask per (sample, head), sample-major.
-            mha_mask = mha_mask.repeat_interleave(self.n_heads, dim=0)
-        h = self.ln_attn(x)
-        x = x + self.attn(h, h, h, attn_mask=mha_mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_mlp(x))
-
-
 class TrajectoryTransformer(nn.Module):
     """GPT-style encoder of ``o1 a1 ... a(K-1) oK`` windows (see the module's docstring).
 
     :param config: the architecture
     """
 
-    OBS, ACTION = 0, 1
-
     def __init__(self, config: TrajectoryConfig) -> None:
         super().__init__()
         self.config = config
         d = config.d_model
-        self.obs_encoder = self.make_obs_encoder(config)
+        #: The observation MLP.
+        self.obs_encoder = nn.Sequential(nn.Linear(config.obs_dim, d), nn.GELU(), nn.Linear(d, d))
         if config.discrete:
             self.action_embedding: nn.Module = nn.Embedding(config.action_dim, d)
         else:
             self.action_embedding = nn.Linear(config.action_dim, d)
         self.modality_embedding = nn.Embedding(2, d)
         self.timestep_embedding = nn.Embedding(config.max_window, d)
-        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio) for _ in range(config.n_layers))
+        self.blocks = nn.ModuleList(
+            MaskedSelfAttentionBlock(d, config.n_heads, MLP_RATIO) for _ in range(config.n_layers)
+        )
         self.ln_final = nn.LayerNorm(d)
         self.apply(self._init_weights)
-
-    @staticmethod
-    def make_obs_encoder(config: TrajectoryConfig) -> nn.Sequential:
-        """The observation MLP (also the architecture of the forward objective's momentum target encoder)."""
-        return nn.Sequential(
-            nn.Linear(config.obs_dim, config.d_model), nn.GELU(), nn.Linear(config.d_model, config.d_model)
-        )
+        for block in self.blocks:
+            block.init_like_multihead_attention()
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        # GPT-2 style small init keeps the residual stream well scaled at the start.
+        # GPT-2 style small init keeps the residual stream well scaled at the start (but for the attention's qkv
+        # projection, initialised as nn.MultiheadAttention does: see __init__).
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
@@ -253,14 +222,6 @@ class TrajectoryTransformer(nn.Module):
             mask = padding_attention_mask(mask, token_valid)
         return self.encode(tokens, mask)
 
-    def n_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-
-def n_tokens(window: int) -> int:
-    """Number of tokens of a window of ``window`` observations: ``2 * window - 1``."""
-    return 2 * window - 1
-
 
 # --------------------------------------------------------------------------------------------- files
 
@@ -310,12 +271,13 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[
         raise ValueError(f"{config_path} is not a JSON object")
     config = TrajectoryConfig.from_dict(info.get("config"))
     state = load_state_dict_bytes(read_bytes(weights, MAX_WEIGHTS_BYTES, ENCODER_WEIGHTS), str(weights), device)
-    # Even on the meta device each block costs Python objects and time: the layer count must match the weights'.
+    # Checked before anything is built, even on the meta device: the layer count must match the weights'.
     n_blocks = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
     if config.n_layers != n_blocks:
         raise ValueError(
             f"the weights in {weights} do not fit its {ENCODER_CONFIG}: n_layers {config.n_layers}, {n_blocks} blocks"
         )
+    state = {_current_key(key): value for key, value in state.items()}  # maskrl 0.1.0 names -> today's
     try:
         with torch.device("meta"):
             expected = {key: value.shape for key, value in TrajectoryTransformer(config).state_dict().items()}
@@ -327,3 +289,11 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[
     encoder = TrajectoryTransformer(config)
     encoder.load_state_dict(state, strict=True)
     return encoder.to(device), info
+
+
+def _current_key(key: str) -> str:
+    """Today's name of an encoder ``state_dict`` key (block parameters were renamed after maskrl 0.1.0)."""
+    parts = key.split(".", 2)
+    if parts[0] != "blocks" or len(parts) < 3:
+        return key
+    return f"blocks.{parts[1]}.{current_key(parts[2])}"

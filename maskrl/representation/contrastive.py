@@ -11,10 +11,12 @@ The pieces, each usable alone:
 
 - :func:`info_nce` / :func:`info_nce_logits` / :func:`contrastive_accuracy`: the loss and its accuracy;
 - :func:`mask_frames`: hide frames by zeros or by other frames of the batch, reporting the masked positions;
-- :func:`context_attention_mask` and :class:`SequenceReconstructor`: the transformer and its attention mask, built
-  with :mod:`maskrl.policies.attention_masks` (True = may attend) and converted for ``nn.MultiheadAttention``;
-- :func:`momentum_update`: the exponential moving average of the key encoder;
-- :class:`MaskedContrastiveModel`: everything wired together; the RL side lives in :mod:`maskrl.agents.contrastive`.
+- :class:`SequenceReconstructor`: the transformer (blocks of :mod:`maskrl.policies.attention_block`) and its
+  attention mask, :func:`~maskrl.policies.attention_masks.context_attention_mask` (True = may attend);
+- :class:`MaskedContrastiveModel`: everything wired together, its key encoder following the online one by
+  :func:`~maskrl.representation.momentum.momentum_update`.
+
+The RL side, PPO with this auxiliary loss, is :class:`maskrl.agents.contrastive.ContrastivePPO`.
 """
 
 from __future__ import annotations
@@ -27,22 +29,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrl.policies.attention_masks import causal_mask, random_trajectory_mask, to_mha_mask
+from maskrl.policies.attention_block import MaskedSelfAttentionBlock
+from maskrl.policies.attention_masks import context_attention_mask, random_trajectory_mask
+from maskrl.representation.momentum import momentum_update
 
 __all__ = [
     "ContrastiveOutput",
     "MaskedContrastiveModel",
     "SequenceReconstructor",
-    "context_attention_mask",
     "contrastive_accuracy",
     "info_nce",
     "info_nce_logits",
     "mask_frames",
-    "momentum_update",
 ]
 
+#: How :func:`mask_frames` hides a frame: ``"zeros"``, or (ablation) ``"frames"``, another frame of the batch.
 MaskMode = Literal["zeros", "frames"]
 MASK_MODES = ("zeros", "frames")
+#: Hidden size of the reconstructor blocks' MLPs, as a multiple of ``d_model``.
+MLP_RATIO = 2
 
 
 def _check_positive(name: str, value: object) -> float:
@@ -54,21 +59,19 @@ def _check_positive(name: str, value: object) -> float:
 # --------------------------------------------------------------------------------------------- InfoNCE
 
 
-def info_nce_logits(query: Tensor, keys: Tensor, temperature: float = 0.1, normalize: bool = True) -> Tensor:
-    """Similarity logits ``query @ keys.T / temperature``, on L2-normalised vectors when ``normalize``.
+def info_nce_logits(query: Tensor, keys: Tensor, temperature: float = 0.1) -> Tensor:
+    """Cosine-similarity logits ``query @ keys.T / temperature``, on L2-normalised vectors.
 
     :param query: ``(N, D)``.
     :param keys: ``(M, D)``.
     :param temperature: divides the similarities, ``> 0``.
-    :param normalize: use cosine similarity (unit vectors) instead of the raw dot product.
     :return: ``(N, M)`` logits.
     :raises ValueError: on bad shapes or a non-positive temperature.
     """
     _check_positive("temperature", temperature)
     if query.ndim != 2 or keys.ndim != 2 or query.shape[1] != keys.shape[1]:
         raise ValueError(f"query and keys must be (N, D) and (M, D), got {tuple(query.shape)} and {tuple(keys.shape)}")
-    if normalize:
-        query, keys = F.normalize(query, dim=1), F.normalize(keys, dim=1)
+    query, keys = F.normalize(query, dim=1), F.normalize(keys, dim=1)
     return query @ keys.T / temperature
 
 
@@ -91,7 +94,6 @@ def info_nce(
     keys: Tensor,
     temperature: float = 0.1,
     positives: Tensor | Sequence[int] | None = None,
-    normalize: bool = True,
 ) -> Tensor:
     """InfoNCE: cross-entropy of picking each query's positive key among all keys.
 
@@ -105,10 +107,9 @@ def info_nce(
     :param keys: ``(M, D)`` keys.
     :param temperature: ``> 0``.
     :param positives: ``(N,)`` index of each query's positive key; ``None``: query ``i`` matches key ``i``.
-    :param normalize: cosine similarity instead of the raw dot product.
     :return: scalar loss.
     """
-    logits = info_nce_logits(query, keys, temperature, normalize)
+    logits = info_nce_logits(query, keys, temperature)
     return F.cross_entropy(logits, _positives(logits, positives))
 
 
@@ -138,7 +139,7 @@ def mask_frames(
     :param frames: ``(B, T, ...)`` floating-point frames (images or feature vectors).
     :param ratio: fraction of the ``T`` positions to hide per sequence, in ``[0, 1]``.
     :param indices: explicit positions to hide.
-    :param mode: ``"zeros"`` or ``"frames"``.
+    :param mode: ``"zeros"``, or ``"frames"`` (an ablation; M-CURL and ContrastivePPO's default use zeros).
     :param generator: random generator (positions and replacement frames); the global one if ``None``.
     :return: ``(masked_frames, masked)``: a new tensor like ``frames`` and the boolean ``(B, T)`` masked positions.
     :raises ValueError: on bad shapes, a non-floating tensor, a bad mode, or the errors of ``random_trajectory_mask``.
@@ -169,119 +170,48 @@ def mask_frames(
 # --------------------------------------------------------------------------------------------- transformer
 
 
-def context_attention_mask(masked: Tensor, causal: bool = False) -> Tensor:
-    """Which frame may attend to which when rebuilding masked positions ("True = may attend").
-
-    Every position may attend to every unmasked position (earlier ones only when ``causal``, via
-    :func:`~maskrl.policies.attention_masks.causal_mask`) and to itself; masked positions are hidden from all
-    others, so that no position reads a masked frame's (zero or wrong) content, and a masked position's output is
-    built from the context alone plus its own mask token.
-
-    :param masked: boolean ``(B, T)``, True where a frame was masked.
-    :param causal: also hide later positions.
-    :return: boolean ``(B, T, T)``: ``out[b, i, j]`` True when position ``i`` may attend to position ``j``.
-    """
-    if not isinstance(masked, Tensor) or masked.dtype != torch.bool or masked.ndim != 2:
-        raise ValueError("masked must be a boolean tensor of shape (B, T)")
-    T = masked.shape[1]
-    eye = torch.eye(T, dtype=torch.bool, device=masked.device)
-    allowed = (~masked)[:, None, :] | eye
-    if causal:
-        allowed = allowed & causal_mask(T, device=masked.device)
-    return allowed
-
-
-class _Block(nn.Module):
-    """Pre-norm transformer block: self-attention then an MLP, each with a residual connection."""
-
-    def __init__(self, d_model: int, n_heads: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(d_model)
-        self.attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, d_model))
-
-    def forward(self, x: Tensor, mha_mask: Tensor) -> Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, attn_mask=mha_mask, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
-
-
 class SequenceReconstructor(nn.Module):
     """A small transformer that rebuilds the features of masked frames from the other frames of the sequence.
 
     Input tokens are the encoder's features of the (masked) frames, projected to ``d_model``, plus a learned
     position embedding, plus a learned mask embedding at the masked positions (so the model knows what to rebuild,
-    also when a masked frame was replaced by another real frame). The attention mask is
-    :func:`context_attention_mask`; the output is projected back to ``out_dim``.
+    also when a masked frame was replaced by another real frame). The blocks are
+    :class:`~maskrl.policies.attention_block.MaskedSelfAttentionBlock` (GELU MLP of ``2 * d_model``) under
+    :func:`~maskrl.policies.attention_masks.context_attention_mask`; the output is projected back to ``in_dim``.
 
     :param in_dim: feature size of the encoder.
     :param max_len: longest sequence.
-    :param out_dim: output size; ``None``: ``in_dim``.
     :param d_model: transformer width.
     :param n_heads: attention heads (must divide ``d_model``).
     :param n_layers: transformer blocks.
-    :param causal: attend to earlier positions only (besides hiding masked ones).
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        max_len: int,
-        out_dim: int | None = None,
-        d_model: int = 64,
-        n_heads: int = 2,
-        n_layers: int = 2,
-        causal: bool = False,
-    ) -> None:
+    def __init__(self, in_dim: int, max_len: int, d_model: int = 64, n_heads: int = 2, n_layers: int = 2) -> None:
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"n_heads={n_heads} must divide d_model={d_model}")
         self.n_heads = n_heads
-        self.causal = causal
         self.inp = nn.Linear(in_dim, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
         self.mask_token = nn.Parameter(torch.zeros(d_model))
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        self.blocks = nn.ModuleList(_Block(d_model, n_heads) for _ in range(n_layers))
+        self.blocks = nn.ModuleList(MaskedSelfAttentionBlock(d_model, n_heads, MLP_RATIO) for _ in range(n_layers))
+        for block in self.blocks:
+            block.init_like_multihead_attention()
         self.norm = nn.LayerNorm(d_model)
-        self.out = nn.Linear(d_model, in_dim if out_dim is None else out_dim)
+        self.out = nn.Linear(d_model, in_dim)
 
     def forward(self, features: Tensor, masked: Tensor) -> Tensor:
-        """:param features: ``(B, T, in_dim)``. :param masked: boolean ``(B, T)``. :return: ``(B, T, out_dim)``."""
+        """:param features: ``(B, T, in_dim)``. :param masked: boolean ``(B, T)``. :return: ``(B, T, in_dim)``."""
         T = features.shape[1]
         if self.pos.shape[0] < T:
             raise ValueError(f"sequence length {T} exceeds max_len={self.pos.shape[0]}")
         x = self.inp(features) + self.pos[:T] + masked[..., None] * self.mask_token
-        # One (T, T) mask per sequence and head: MultiheadAttention wants (B * n_heads, T, T), batch-major.
-        mha_mask = to_mha_mask(context_attention_mask(masked, self.causal)).repeat_interleave(self.n_heads, dim=0)
+        mask = context_attention_mask(masked)
         for block in self.blocks:
-            x = block(x, mha_mask)
+            x = block(x, mask)
         return self.out(self.norm(x))
-
-
-# --------------------------------------------------------------------------------------------- momentum encoder
-
-
-@torch.no_grad()
-def momentum_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """Exponential moving average, in place: ``target <- momentum * target + (1 - momentum) * online``.
-
-    Applied to every parameter; buffers (e.g. batch-norm statistics) are copied. ``momentum=1`` freezes the target,
-    ``momentum=0`` copies the online module.
-
-    :raises ValueError: if ``momentum`` is outside ``[0, 1]`` or the two modules differ in structure.
-    """
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-    t_params, o_params = list(target.parameters()), list(online.parameters())
-    if len(t_params) != len(o_params) or any(t.shape != o.shape for t, o in zip(t_params, o_params, strict=True)):
-        raise ValueError("target and online modules must have the same parameters (make target a deepcopy)")
-    for t, o in zip(t_params, o_params, strict=True):
-        t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        t.copy_(o)
 
 
 # --------------------------------------------------------------------------------------------- the whole model
@@ -314,11 +244,11 @@ class MaskedContrastiveModel(nn.Module):
     :param features_dim: size of the encoder's output.
     :param max_len: longest sequence.
     :param mask_ratio: fraction of each sequence to mask (at least one and at most ``T - 1`` positions).
-    :param mask_mode: ``"zeros"`` or ``"frames"`` (see :func:`mask_frames`).
+    :param mask_mode: ``"zeros"``, or (ablation) ``"frames"`` (see :func:`mask_frames`).
     :param temperature: InfoNCE temperature.
     :param proj_dim: size of the projected queries and keys.
     :param reconstructor_kwargs: extra arguments of :class:`SequenceReconstructor` (``d_model``, ``n_heads``,
-        ``n_layers``, ``causal``).
+        ``n_layers``).
     """
 
     def __init__(

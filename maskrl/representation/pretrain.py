@@ -1,17 +1,17 @@
 """Pretrain a trajectory transformer on reward-free data with masked self-supervised objectives.
 
-``python -m maskrl.agents.pretrain --data data/kart_random.npz --objectives forward inverse masked --out runs/pretrain``
+``python -m maskrl.representation.pretrain --data data/kart.npz --objectives forward inverse masked --out runs/pre``
 
-Objectives (:mod:`maskrl.agents.pretraining_objectives`), summed: ``forward`` (forward dynamics against a momentum
+Objectives (:mod:`maskrl.representation.objectives`), summed: ``forward`` (forward dynamics against a momentum
 target encoder), ``inverse`` (inverse dynamics under the inverse-dynamics attention mask), ``masked`` (random masked
 trajectory reconstruction with a masking curriculum). The output folder holds
 
 =====================  ==========================================================================================
 ``tb/``                TensorBoard events, ``progress.csv``: ``pretrain/loss``, ``pretrain/loss_<objective>``,
-                       ``pretrain/inverse_accuracy``, ``pretrain/masked_accuracy``, ``pretrain/forward_cosine``,
+                       ``pretrain/inverse_accuracy``, ``pretrain/masked_accuracy``, ``pretrain/forward_r2``,
                        ``pretrain/mask_ratio``, and the same on held-out episodes under ``pretrain_val/``
 ``checkpoints/``       ``pretrain_<step>.pt`` (model, optimizer, step; ``torch.save``, written atomically), the
-                       last ``--keep-checkpoints``
+                       last ``keep_checkpoints`` (2) of them
 ``encoder.pt``         the final encoder's ``state_dict`` (what fine-tuning needs, ``torch.load(weights_only=True)``)
 ``encoder.json``       its architecture, the objectives, the data and the final validation metrics
 =====================  ==========================================================================================
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.logger import Logger, configure
 
-from maskrl.agents.pretraining_objectives import OBJECTIVES, TrajectoryPretrainer, check_objectives
-from maskrl.agents.trajectory_dataset import TrajectoryDataset, WindowSampler, load_dataset
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 from maskrl.files import atomic_write
 from maskrl.policies.trajectory_transformer import TrajectoryConfig, save_encoder
+from maskrl.representation.dataset import TrajectoryDataset, WindowSampler, load_dataset
+from maskrl.representation.objectives import OBJECTIVES, TrajectoryPretrainer, check_objectives
 
 __all__ = ["PretrainSettings", "main", "pretrain"]
 

@@ -1,13 +1,13 @@
 """Collect reward-free trajectories from an env into a dataset file, for masked trajectory pretraining.
 
-``python -m maskrl.agents.collect_trajectories --env maskrl/Kart-v0 --steps 50000 --out data/kart_random.npz``
+``python -m maskrl.representation.collect --env maskrl/Kart-v0 --steps 50000 --out data/kart_random.npz``
 
 The behaviour policy is either uniformly random over the **valid** actions (the action mask; the default) or a
 trained model (``--model``: a run folder, loaded safely from its ``config.yml`` and weights as in ``evaluate.py``,
 so its config may only name registered env ids and allowed classes; or a model zip: one outside a run folder needs
 ``--algo`` and, like any model with ``--unsafe-load``, is loaded with SB3's unpickling loader, with a warning); a run
 folder's model plays in its run's env and env kwargs unless ``--env``/``--env-kwargs`` say otherwise. The file
-format is described in :mod:`maskrl.agents.trajectory_dataset`: observations, actions, action masks and episode
+format is described in :mod:`maskrl.representation.dataset`: observations, actions, action masks and episode
 starts, no rewards.
 
 The env's observation must be a ``Dict`` with a flat ``Box`` under ``"observation"`` (and the mask under
@@ -31,9 +31,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from maskrl.agents.env_setup import make_masked_env
 from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.safe_load import load_model_safely
-from maskrl.agents.trajectory_dataset import TrajectoryDataset, save_dataset
 from maskrl.cli import ArgumentParser, UserError, positive_int, run_cli
 from maskrl.masks import ACTION_MASK_KEY
+from maskrl.representation.dataset import TrajectoryDataset, save_dataset
 
 __all__ = ["check_flat_observation_env", "collect", "main"]
 
@@ -155,8 +155,8 @@ def _load_behaviour_model(
     :param device: torch device
     :param unsafe_load: load with SB3's ``ALGO.load`` even in a run folder (it unpickles the zip), with a warning
     """
-    # Imported here: maskrl.evaluate pulls in imageio, which collection without a model does not need.
-    from maskrl.evaluate import load_model, locate_model
+    # Imported here: maskrl.agents.evaluation pulls in imageio, which collection without a model does not need.
+    from maskrl.agents.evaluation import load_model, locate_model
 
     model_path, config = locate_model(path, "best")
     if config is not None and not unsafe_load:

@@ -1,6 +1,6 @@
 """Reward-free trajectory datasets: the ``.npz`` file format and window sampling for pretraining.
 
-A dataset file (written by ``python -m maskrl.agents.collect_trajectories``) is a pickle-free ``.npz``
+A dataset file (written by ``python -m maskrl.representation.collect``) is a pickle-free ``.npz``
 holding, for ``N`` steps in time order (episodes one after another):
 
 =================  ========================  ===========================================================
@@ -220,7 +220,7 @@ class WindowSampler:
     """Uniformly sample training windows ``o1 a1 ... a(K-1) oK`` (as tensors) from a dataset.
 
     Every step of the dataset is a window end, so windows at an episode's start are zero-padded at the front,
-    exactly as the fine-tuning wrapper (:class:`maskrl.envs.trajectory_window.TrajectoryWindow`) pads them.
+    exactly as the fine-tuning wrapper (:class:`maskrl.representation.window.TrajectoryWindow`) pads them.
 
     :param dataset: the data
     :param window: observations per window ``K`` (>= 2)

@@ -5,9 +5,10 @@ Three control-centric objectives in the spirit of SMART (Sun et al. 2023) and Ma
 the pretrainer sums the losses of the chosen objectives.
 
 - ``forward`` (forward dynamics): causal attention; the output at ``a(t)`` (which has seen ``o(<=t)``, ``a(<=t)``)
-  goes through a predictor MLP and must match the embedding of ``o(t+1)`` by a **momentum target encoder** (an EMA
-  copy of the observation MLP, no gradient), standardised over the batch so that it cannot collapse to a constant
-  (MSE; see :meth:`TrajectoryPretrainer.forward_dynamics_loss`).
+  goes through a predictor MLP and must match the embedding of ``o(t+1)`` by a **momentum target encoder** (a copy
+  of the observation MLP that follows it by :func:`~maskrl.representation.momentum.momentum_update`, no gradient),
+  standardised over the batch so that it cannot collapse to a constant (MSE; see
+  :meth:`TrajectoryPretrainer.forward_dynamics_loss`).
 - ``inverse`` (inverse dynamics): :func:`~maskrl.policies.attention_masks.inverse_dynamics_mask`; the output at
   ``o(t+1)``, which sees ``o(<=t+1)`` and ``a(<t)`` but not ``a(t)``, must predict ``a(t)`` (cross-entropy for
   discrete actions, MSE for continuous ones).
@@ -20,7 +21,8 @@ the pretrainer sums the losses of the chosen objectives.
 
 Windows may start with zero padding (a window that reaches back before its episode's first step, as the fine-tuning
 wrapper produces): ``obs_valid`` says which observation slots are real, padding tokens are hidden from the others
-(:func:`~maskrl.policies.trajectory_transformer.padding_attention_mask`) and never count in a loss.
+(:func:`~maskrl.policies.attention_masks.padding_attention_mask`) and never count in a loss. Every attention mask
+comes from :mod:`maskrl.policies.attention_masks`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maskrl.policies.attention_masks import causal_mask, inverse_dynamics_mask, random_trajectory_mask
-from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer, padding_attention_mask
+from maskrl.policies.attention_masks import (
+    bidirectional_mask,
+    causal_mask,
+    inverse_dynamics_mask,
+    padding_attention_mask,
+    random_trajectory_mask,
+    trajectory_token_valid,
+)
+from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryTransformer
+from maskrl.representation.momentum import momentum_update
 
-__all__ = ["OBJECTIVES", "TrajectoryPretrainer", "check_objectives", "ema_update", "mask_ratio_schedule"]
+__all__ = ["OBJECTIVES", "TrajectoryPretrainer", "check_objectives", "mask_ratio_schedule"]
 
 OBJECTIVES = ("forward", "inverse", "masked")
 
@@ -61,18 +71,6 @@ def mask_ratio_schedule(progress: float, start: float, end: float) -> float:
     """
     progress = min(max(progress, 0.0), 1.0)
     return start + (end - start) * progress
-
-
-@torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """Momentum update ``target <- momentum * target + (1 - momentum) * online``, parameter by parameter.
-
-    :param momentum: in ``[0, 1]``; 1 keeps the target, 0 copies the online network
-    """
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    for target_param, online_param in zip(target.parameters(), online.parameters(), strict=True):
-        target_param.lerp_(online_param.detach(), 1.0 - momentum)
 
 
 def _head(d_in: int, d_out: int) -> nn.Sequential:
@@ -129,11 +127,6 @@ class TrajectoryPretrainer(nn.Module):
 
     # ----------------------------------------------------------------------------------------- helpers
 
-    @staticmethod
-    def token_valid(obs_valid: Tensor) -> Tensor:
-        """``(B, K)`` observation validity -> ``(B, 2K - 1)`` token validity (``a(t)`` is real iff ``o(t)`` is)."""
-        return obs_valid.bool().repeat_interleave(2, dim=1)[:, :-1]
-
     def _action_loss(self, prediction: Tensor, actions: Tensor, weights: Tensor) -> tuple[Tensor, Tensor | None]:
         """Loss and (discrete only) accuracy of ``(B, n, action_dim)`` predictions of ``actions``, weighted."""
         if self.config.discrete:
@@ -146,7 +139,7 @@ class TrajectoryPretrainer(nn.Module):
 
     def update_target(self) -> None:
         """One momentum step of the target encoder toward the online observation encoder."""
-        ema_update(self.target_obs_encoder, self.encoder.obs_encoder, self.ema_momentum)
+        momentum_update(self.target_obs_encoder, self.encoder.obs_encoder, self.ema_momentum)
 
     def mask_ratio(self, progress: float) -> float:
         return mask_ratio_schedule(progress, self.mask_ratio_start, self.mask_ratio_end)
@@ -163,7 +156,7 @@ class TrajectoryPretrainer(nn.Module):
         fraction of the target's variance the prediction misses; ``forward_r2 = 1 - loss``.
         """
         T = 2 * obs.shape[1] - 1
-        h = self.encoder(obs, actions, causal_mask(T, obs.device), self.token_valid(obs_valid))
+        h = self.encoder(obs, actions, causal_mask(T, obs.device), trajectory_token_valid(obs_valid))
         prediction = self.forward_predictor(h[:, 1::2])
         weights = obs_valid[:, :-1].float()  # a(t) real <=> o(t) real (padding only at the start)
         with torch.no_grad():
@@ -178,7 +171,7 @@ class TrajectoryPretrainer(nn.Module):
     def inverse_dynamics_loss(self, obs: Tensor, actions: Tensor, obs_valid: Tensor) -> tuple[Tensor, dict]:
         """Predict ``a(t)`` from the output at ``o(t+1)`` under the inverse-dynamics mask."""
         T = 2 * obs.shape[1] - 1
-        h = self.encoder(obs, actions, inverse_dynamics_mask(T, device=obs.device), self.token_valid(obs_valid))
+        h = self.encoder(obs, actions, inverse_dynamics_mask(T, obs.device), trajectory_token_valid(obs_valid))
         loss, accuracy = self._action_loss(self.inverse_head(h[:, 2::2]), actions, obs_valid[:, :-1].float())
         return loss, {} if accuracy is None else {"inverse_accuracy": accuracy}
 
@@ -225,10 +218,9 @@ class TrajectoryPretrainer(nn.Module):
         # The mask embedding replaces the content; modality and timestep embeddings, added after, still say where
         # the gap is.
         tokens, masked = self.mask_tokens(self.encoder.tokenize(obs, actions), ratio, generator)
-        token_valid = self.token_valid(obs_valid)
-        T = tokens.shape[1]
-        bidirectional = torch.ones(T, T, dtype=torch.bool, device=obs.device)
-        h = self.encoder.encode(self.encoder.add_embeddings(tokens), padding_attention_mask(bidirectional, token_valid))
+        token_valid = trajectory_token_valid(obs_valid)
+        mask = padding_attention_mask(bidirectional_mask(tokens.shape[1], obs.device), token_valid)
+        h = self.encoder.encode(self.encoder.add_embeddings(tokens), mask)
         weights = (masked[:, 1::2] & token_valid[:, 1::2]).float()
         loss, accuracy = self._action_loss(self.masked_head(h[:, 1::2]), actions, weights)
         metrics = {"mask_ratio": torch.tensor(self.n_masked_actions(ratio, actions.shape[1]) / actions.shape[1])}
