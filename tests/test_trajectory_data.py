@@ -201,7 +201,7 @@ def test_window_wrapper_contract() -> None:
     assert obs[WINDOW_VALID_KEY].tolist() == [0, 0, 1] and not obs[WINDOW_ACTIONS_KEY].any()
     with pytest.raises(ValueError, match="flat Box 'observation'"):
         TrajectoryWindow(gym.make("maskrl/PandaGrid-v0"))
-    with pytest.raises(ValueError, match="window must be a positive int"):
+    with pytest.raises(ValueError, match="window must be >= 1"):
         TrajectoryWindow(gym.make(KART), window=0)
 
 

@@ -231,7 +231,7 @@ def test_objectives_and_config_are_checked() -> None:
         check_objectives([])
     with pytest.raises(ValueError, match="multiple of n_heads"):
         TrajectoryConfig(4, 3, d_model=30, n_heads=4)
-    with pytest.raises(ValueError, match="obs_dim must be a positive int"):
+    with pytest.raises(ValueError, match="obs_dim must be >= 1"):
         TrajectoryConfig(0, 3)
     with pytest.raises(ValueError, match="unknown trajectory model config keys: foo"):
         TrajectoryConfig.from_dict({"obs_dim": 4, "action_dim": 3, "foo": 1})

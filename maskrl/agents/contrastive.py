@@ -39,7 +39,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import explained_variance
 from torch import Tensor, nn
 
-from maskrl.envs.checks import check_int, check_number
+from maskrl.checks import check_int, check_number
 from maskrl.policies.actor_critic import MaskedActorCriticPolicy
 from maskrl.representation.contrastive import MASK_MODES, MaskedContrastiveModel
 

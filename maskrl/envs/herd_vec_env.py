@@ -40,7 +40,7 @@ from gymnasium import spaces
 from pettingzoo import ParallelEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from maskrl.envs.checks import check_int
+from maskrl.checks import check_int
 from maskrl.masks import ACTION_MASK_KEY
 
 __all__ = ["DEAD_ACTION", "HerdVecEnv"]

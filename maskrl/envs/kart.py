@@ -131,7 +131,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maskrl.envs.checks import check_int, check_number
+from maskrl.checks import check_int, check_number
 from maskrl.masks import ACTION_MASK_KEY
 
 __all__ = [

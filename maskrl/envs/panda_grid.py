@@ -185,7 +185,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maskrl.envs.checks import check_int, check_number
+from maskrl.checks import check_int, check_number
 from maskrl.envs.grid_world import (
     ACTION_NAMES,
     DOWN,

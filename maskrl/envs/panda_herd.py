@@ -131,7 +131,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from maskrl.envs.checks import check_int, check_number
+from maskrl.checks import check_int, check_number
 from maskrl.envs.grid_world import (
     ACTION_NAMES,
     DOWN,

@@ -56,7 +56,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maskrl.envs.checks import check_int
+from maskrl.checks import check_int
 from maskrl.envs.wrappers import ActionMasksToObservation
 
 __all__ = [

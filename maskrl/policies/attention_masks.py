@@ -38,6 +38,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from maskrl.checks import check_int
+
 __all__ = [
     "bidirectional_mask",
     "causal_mask",
@@ -52,15 +54,6 @@ __all__ = [
 
 Modality = Literal["action", "observation", "both"]
 _MODALITIES = ("action", "observation", "both")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    # bool is an int subclass; ``causal_mask(True)`` is almost certainly a bug, so refuse it.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def _check_bool_mask(mask: Tensor, name: str = "mask", ndim: int = 2) -> None:
@@ -113,7 +106,7 @@ def causal_mask(T: int, device: torch.device | str | None = None) -> Tensor:
     :return: boolean tensor ``(T, T)``, ``True`` = may attend.
     :raises ValueError: if ``T`` is not a positive int.
     """
-    _check_int("T", T, 1)
+    check_int("T", T, 1)
     return torch.ones(T, T, dtype=torch.bool, device=device).tril()
 
 
@@ -124,7 +117,7 @@ def bidirectional_mask(T: int, device: torch.device | str | None = None) -> Tens
     :param device: device of the result.
     :return: boolean tensor ``(T, T)``, ``True`` = may attend.
     """
-    _check_int("T", T, 1)
+    check_int("T", T, 1)
     return torch.ones(T, T, dtype=torch.bool, device=device)
 
 

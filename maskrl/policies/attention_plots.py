@@ -21,6 +21,7 @@ from stable_baselines3.common.logger import Image
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.vec_env import VecEnv
 
+from maskrl.checks import check_int
 from maskrl.masks import ACTION_MASK_KEY, VISIBILITY_KEY
 from maskrl.policies.entity_attention import EntityAttentionExtractor
 
@@ -167,8 +168,7 @@ class AttentionMapCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        if log_freq < 1:
-            raise ValueError(f"log_freq must be >= 1, got {log_freq}")
+        check_int("log_freq", log_freq, 1)
         self.log_freq = log_freq
         self.block = block
         self.env_index = env_index

@@ -17,6 +17,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from maskrl.checks import check_int
 from maskrl.masks import ENTITIES_KEY, VISIBILITY_KEY
 from maskrl.policies.attention_block import MaskedSelfAttentionBlock
 from maskrl.policies.attention_masks import key_mask
@@ -72,8 +73,7 @@ class EntityAttentionExtractor(BaseFeaturesExtractor):
     ):
         n_entities, n_features = _check_space(observation_space, use_visibility)
         for name, value, minimum in (("embed_dim", embed_dim, 1), ("n_heads", n_heads, 1), ("n_blocks", n_blocks, 0)):
-            if not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+            check_int(name, value, minimum)
         if embed_dim % n_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by n_heads ({n_heads})")
         super().__init__(observation_space, features_dim=2 * embed_dim)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from maskrl.checks import check_int
 from maskrl.files import atomic_write
 from maskrl.policies.attention_block import MaskedSelfAttentionBlock, current_key
 from maskrl.policies.attention_masks import padding_attention_mask
@@ -80,9 +81,7 @@ class TrajectoryConfig:
 
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "max_window", "d_model", "n_layers", "n_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), 1)
         if not isinstance(self.discrete, bool):
             raise ValueError(f"discrete must be a bool, got {self.discrete!r}")
         if self.d_model % self.n_heads:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from maskrl.checks import check_positive
 from maskrl.policies.attention_block import MaskedSelfAttentionBlock
 from maskrl.policies.attention_masks import context_attention_mask, random_trajectory_mask
 from maskrl.representation.momentum import momentum_update
@@ -50,12 +51,6 @@ MASK_MODES = ("zeros", "frames")
 MLP_RATIO = 2
 
 
-def _check_positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 # --------------------------------------------------------------------------------------------- InfoNCE
 
 
@@ -68,7 +63,7 @@ def info_nce_logits(query: Tensor, keys: Tensor, temperature: float = 0.1) -> Te
     :return: ``(N, M)`` logits.
     :raises ValueError: on bad shapes or a non-positive temperature.
     """
-    _check_positive("temperature", temperature)
+    check_positive("temperature", temperature)
     if query.ndim != 2 or keys.ndim != 2 or query.shape[1] != keys.shape[1]:
         raise ValueError(f"query and keys must be (N, D) and (M, D), got {tuple(query.shape)} and {tuple(keys.shape)}")
     query, keys = F.normalize(query, dim=1), F.normalize(keys, dim=1)
@@ -269,7 +264,7 @@ class MaskedContrastiveModel(nn.Module):
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
         self.mask_ratio = float(mask_ratio)
         self.mask_mode = mask_mode
-        self.temperature = _check_positive("temperature", temperature)
+        self.temperature = check_positive("temperature", temperature)
         self.key_encoder = copy.deepcopy(encoder)
         self.key_encoder.requires_grad_(False)
         self.reconstructor = SequenceReconstructor(features_dim, max_len, **(reconstructor_kwargs or {}))

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from maskrl.checks import check_int
 from maskrl.masks import WINDOW_ACTIONS_KEY, WINDOW_OBSERVATIONS_KEY, WINDOW_VALID_KEY
 
 __all__ = ["TrajectoryWindow"]
@@ -46,8 +47,7 @@ class TrajectoryWindow(gym.Wrapper, gym.utils.RecordConstructorArgs):
         # RecordConstructorArgs lets gymnasium rebuild the wrapped env from its spec (its env checker does).
         gym.utils.RecordConstructorArgs.__init__(self, window=window)
         gym.Wrapper.__init__(self, env)
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window must be a positive int, got {window!r}")
+        check_int("window", window, 1)
         inner = env.observation_space
         obs_space = inner.spaces.get("observation") if isinstance(inner, spaces.Dict) else None
         if not isinstance(obs_space, spaces.Box) or len(obs_space.shape) != 1:
