@@ -77,8 +77,8 @@ def reference() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("name", "run"),
     [
-        ("ppo_panda_grid", "runs/ppo/PandaGrid-v0_1"),
-        ("ppo_contrastive_panda_grid_image", "runs/ppo_contrastive/PandaGridImage-v0_1"),
+        ("ppo_panda_grid", "ppo/PandaGrid-v0_1"),
+        ("ppo_contrastive_panda_grid_image", "ppo_contrastive/PandaGridImage-v0_1"),
     ],
 )
 def test_old_run_folder_loads_and_acts_the_same(reference: dict[str, Any], name: str, run: str) -> None:
