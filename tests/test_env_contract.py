@@ -399,11 +399,15 @@ def check_masks(env: gym.Env, obs: Any) -> np.ndarray:
     return masks
 
 
-def play(env: gym.Env, rng: np.random.Generator, seed: int, n_episodes: int = 2) -> None:
-    """Play ``n_episodes`` with valid, invalid and arbitrary actions, checking the contract at every step."""
+def play(env: gym.Env, rng: np.random.Generator, seed: int, n_episodes: int = 2) -> int:
+    """Play ``n_episodes`` with valid, invalid and arbitrary actions, checking the contract at every step.
+
+    :return: the number of steps played
+    """
     max_steps = horizon(env)
     limit = (max_steps or 500) + MARGIN
     has_stats = set()
+    played = 0
     for episode in range(n_episodes):
         obs, info = env.reset(seed=seed + episode)
         assert n_invalid(info) == 0, info
@@ -420,6 +424,7 @@ def play(env: gym.Env, rng: np.random.Generator, seed: int, n_episodes: int = 2)
             elif len(sub_action_sizes(env.action_space)) == 1 or "invalid_action" in info:
                 assert invalid == 1, (action, masks, info)
             total_invalid += invalid
+            played += 1
             done = terminated or truncated
             assert "episode_stats" not in info or done, info
             if max_steps is not None:
@@ -440,6 +445,7 @@ def play(env: gym.Env, rng: np.random.Generator, seed: int, n_episodes: int = 2)
     for action in out_of_space_actions(env.action_space):
         with pytest.raises(ValueError, match=r"actions? must be"):
             env.unwrapped.step(action)
+    return played
 
 
 def canonical(value: Any) -> Any:
@@ -500,7 +506,7 @@ def test_gymnasium_and_sb3_checkers_pass(env_id: str, kwargs: dict) -> None:
 def test_random_play_keeps_the_contract(env_id: str, data: st.DataObject) -> None:
     kwargs = data.draw(FUZZ_KWARGS.get(env_id, st.just({})), label="kwargs")
     seed = data.draw(st.integers(0, 2**31 - 1), label="seed")
-    play(gym.make(env_id, **kwargs), np.random.default_rng(seed), seed)
+    assert play(gym.make(env_id, **kwargs), np.random.default_rng(seed), seed) >= 2  # two episodes, each >= 1 step
 
 
 @pytest.mark.parametrize("env_id", GYM_IDS)
