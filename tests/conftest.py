@@ -1,7 +1,40 @@
-"""Settings shared by the whole test-suite."""
+"""Settings and fixtures shared by the whole test-suite."""
+
+from pathlib import Path
 
 import pytest
 import torch
+
+from maskrl.train import main as train_main
+
+#: The one CLI run the tests of train.py, evaluate.py and safe loading read: small but complete (two PPO iterations
+#: over two envs, finished episodes, evaluations of two episodes, a best and a final model, one kept checkpoint).
+KART_RUN_ARGS = [
+    "--seed",
+    "3",
+    "--env-kwargs",
+    "n_laps=1",
+    "max_steps=60",
+    "-n",
+    "512",
+    "--n-envs",
+    "2",
+    "--hyperparams",
+    "n_steps=128",
+    "batch_size=64",
+    "n_epochs=1",
+    "policy_kwargs={net_arch: [16], activation_fn: relu}",
+    "--eval-freq",
+    "256",
+    "--eval-episodes",
+    "2",
+    "--save-freq",
+    "256",
+    "--keep-checkpoints",
+    "1",
+    "-v",
+    "0",
+]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -12,3 +45,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def kart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of ``train.py --log-folder <tmp> KART_RUN_ARGS`` (``ppo/Kart-v0_1``).
+
+    Shared by every test that reads it, so no test may change it: tests that doctor a run folder copy it first.
+    """
+    log_folder = tmp_path_factory.mktemp("runs")
+    train_main(["--log-folder", str(log_folder), *KART_RUN_ARGS])
+    (run_dir,) = (log_folder / "ppo").iterdir()
+    return run_dir

@@ -25,57 +25,27 @@ from maskrl.evaluate import main as evaluate_main
 from maskrl.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
-# Small but complete: several PPO iterations, finished episodes, an evaluation and a checkpoint.
-TINY = [
-    "--env-kwargs",
-    "n_laps=1",
-    "max_steps=150",
-    "-n",
-    "1024",
-    "--n-envs",
-    "2",
-    "--hyperparams",
-    "n_steps=128",
-    "batch_size=64",
-    "n_epochs=1",
-    "--eval-freq",
-    "512",
-    "--eval-episodes",
-    "2",
-    "--save-freq",
-    "512",
-    "-v",
-    "0",
-]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    log_folder = tmp_path_factory.mktemp("runs")
-    train_main(["--log-folder", str(log_folder), "--seed", "3", *TINY])
-    (run_dir,) = (log_folder / "ppo").iterdir()
-    return run_dir
-
-
-def test_train_writes_a_complete_run_folder(tiny_run: Path) -> None:
-    assert tiny_run.name == "Kart-v0_1"
+def test_train_writes_a_complete_run_folder(kart_run: Path) -> None:
+    assert kart_run.name == "Kart-v0_1"
     for name in ("config.yml", "best_model.zip", "final_model.zip", "evaluations.npz", "final_eval.json"):
-        assert (tiny_run / name).is_file(), name
-    assert sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
-    config = yaml.safe_load((tiny_run / "config.yml").read_text())
+        assert (kart_run / name).is_file(), name
+    assert sorted(p.name for p in (kart_run / "checkpoints").iterdir())
+    config = yaml.safe_load((kart_run / "config.yml").read_text())
     assert config["algo"] == "ppo" and config["env"] == "maskrl/Kart-v0" and config["seed"] == 3
-    assert config["env_kwargs"] == {"n_laps": 1, "max_steps": 150}
-    assert config["n_timesteps"] == 1024 and config["n_envs"] == 2
+    assert config["env_kwargs"] == {"n_laps": 1, "max_steps": 60}
+    assert config["n_timesteps"] == 512 and config["n_envs"] == 2
     # YAML values survive, command-line overrides win.
     assert config["hyperparams"]["n_steps"] == 128
     assert config["hyperparams"]["gamma"] == load_hyperparams("maskrl/Kart-v0", "ppo")["gamma"]
     assert {"torch", "stable-baselines3", "gymnasium", "python"} <= set(config["versions"])
-    evaluations = np.load(tiny_run / "evaluations.npz")
+    evaluations = np.load(kart_run / "evaluations.npz")
     assert evaluations["results"].shape[1] == 2
 
 
-def test_train_logs_mask_and_env_metrics_to_tensorboard(tiny_run: Path) -> None:
-    (events,) = (tiny_run / "tb").glob("events.out.tfevents.*")
+def test_train_logs_mask_and_env_metrics_to_tensorboard(kart_run: Path) -> None:
+    (events,) = (kart_run / "tb").glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events))
     accumulator.Reload()
     tags = set(accumulator.Tags()["scalars"])
@@ -86,9 +56,9 @@ def test_train_logs_mask_and_env_metrics_to_tensorboard(tiny_run: Path) -> None:
     assert all(event.value >= 2.0 for event in accumulator.Scalars("rollout/valid_actions_mean"))
 
 
-def test_evaluate_a_run_folder_prints_and_writes_json(tiny_run: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_a_run_folder_prints_and_writes_json(kart_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval.json"
-    evaluate_main([str(tiny_run), "-n", "3", "--json", str(out), "--model", "final"])
+    evaluate_main([str(kart_run), "-n", "3", "--json", str(out), "--model", "final"])
     printed = capsys.readouterr().out
     assert "return" in printed and "invalid-action rate" in printed and "final_rank" in printed
     results = json.loads(out.read_text())
@@ -98,15 +68,15 @@ def test_evaluate_a_run_folder_prints_and_writes_json(tiny_run: Path, tmp_path: 
     assert {"final_rank", "items_used", "invalid_actions"} <= set(results["env_stats"])
 
 
-def test_evaluate_a_model_zip_with_algo_and_env(tiny_run: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_a_model_zip_with_algo_and_env(kart_run: Path, tmp_path: Path, capsys) -> None:
     model = tmp_path / "model.zip"
-    model.write_bytes((tiny_run / "final_model.zip").read_bytes())
+    model.write_bytes((kart_run / "final_model.zip").read_bytes())
     evaluate_main([str(model), "--algo", "ppo", "--env", "maskrl/Kart-v0", "--env-kwargs", "n_laps=1", "-n", "1"])
     assert "return" in capsys.readouterr().out
 
 
-def test_evaluate_render_ansi_prints_one_line_per_step(tiny_run: Path, capsys) -> None:
-    evaluate_main([str(tiny_run), "-n", "1", "--render", "ansi"])
+def test_evaluate_render_ansi_prints_one_line_per_step(kart_run: Path, capsys) -> None:
+    evaluate_main([str(kart_run), "-n", "1", "--render", "ansi"])
     lines = capsys.readouterr().out.splitlines()
     steps = [line for line in lines if line.startswith("t=")]
     assert len(steps) > 10
@@ -135,15 +105,15 @@ def test_bad_input_exits_2_with_one_line(main, argv, message, capsys, tmp_path: 
     assert not list(tmp_path.iterdir()), "a failed run must not leave a run folder"
 
 
-def test_evaluate_rejects_a_corrupt_model_and_a_model_of_another_env(tiny_run: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_rejects_a_corrupt_model_and_a_model_of_another_env(kart_run: Path, tmp_path: Path, capsys) -> None:
     corrupt = tmp_path / "corrupt.zip"
-    corrupt.write_bytes((tiny_run / "final_model.zip").read_bytes()[:500])
+    corrupt.write_bytes((kart_run / "final_model.zip").read_bytes()[:500])
     with pytest.raises(SystemExit) as excinfo:
         evaluate_main([str(corrupt), "--algo", "ppo", "--env", "maskrl/Kart-v0"])
     assert excinfo.value.code == 2
     assert "cannot load" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        evaluate_main([str(tiny_run), "--env-kwargs", "n_item_types=16"])
+        evaluate_main([str(kart_run), "--env-kwargs", "n_item_types=16"])
     assert "the model expects observations" in capsys.readouterr().err
 
 
@@ -204,16 +174,16 @@ def test_broken_yaml_is_one_line_error(tmp_path: Path) -> None:
         load_hyperparams("maskrl/Bad-v0", "ppo", path)
 
 
-def test_evaluate_video_writes_an_animated_gif_of_the_episodes(tiny_run: Path, tmp_path: Path, capsys) -> None:
+def test_evaluate_video_writes_an_animated_gif_of_the_episodes(kart_run: Path, tmp_path: Path, capsys) -> None:
     gif = tmp_path / "race.gif"
-    evaluate_main([str(tiny_run), "-n", "1", "--video", str(gif)])
+    evaluate_main([str(kart_run), "-n", "1", "--video", str(gif)])
     results_length = capsys.readouterr().out
     frames = iio.imread(gif)
     assert "video written to" in results_length
     assert frames.ndim == 4 and frames.shape[0] > 10 and frames.shape[-1] in (3, 4)
     assert not np.array_equal(frames[0], frames[-1]), "the race must move"
     with pytest.raises(SystemExit):
-        evaluate_main([str(tiny_run), "-n", "1", "--video", str(gif), "--render", "ansi"])
+        evaluate_main([str(kart_run), "-n", "1", "--video", str(gif), "--render", "ansi"])
     assert "cannot be used together" in capsys.readouterr().err
 
 

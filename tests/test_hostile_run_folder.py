@@ -42,45 +42,18 @@ from maskrl.policies.trajectory_transformer import TrajectoryConfig, TrajectoryT
 from maskrl.representation.dataset import load_dataset
 from maskrl.representation.window import TrajectoryWindow
 from maskrl.train import build_parser as train_parser
-from maskrl.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 #: Address space of the subprocesses: several times what an evaluation needs, far below the machine's memory.
 SUBPROCESS_MEMORY = 4 << 30
-TINY = [
-    "--env-kwargs",
-    "n_laps=1",
-    "max_steps=30",
-    "-n",
-    "256",
-    "--n-envs",
-    "1",
-    "--hyperparams",
-    "n_steps=64",
-    "batch_size=64",
-    "n_epochs=1",
-    "policy_kwargs={net_arch: [16], activation_fn: relu}",
-    "--eval-freq",
-    "128",
-    "--eval-episodes",
-    "1",
-    "--save-freq",
-    "128",
-    "--keep-checkpoints",
-    "1",
-    "-v",
-    "0",
-]
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny real run folder: config.yml, best and final models, evaluations.npz, a checkpoint."""
-    log_folder = tmp_path_factory.mktemp("runs")
-    train_main(["--log-folder", str(log_folder), "--seed", "1", *TINY])
-    (run_dir,) = (log_folder / "ppo").iterdir()
-    assert list_checkpoints(run_dir / "checkpoints") and (run_dir / "evaluations.npz").is_file()
-    return run_dir
+@pytest.fixture
+def run(kart_run: Path) -> Path:
+    """The suite's tiny real run folder (conftest.py): config.yml, best and final models, evaluations, a checkpoint.
+    Shared: a test copies it (:func:`hostile_copy`) before it doctors it."""
+    assert list_checkpoints(kart_run / "checkpoints") and (kart_run / "evaluations.npz").is_file()
+    return kart_run
 
 
 def hostile_copy(run: Path, target: Path) -> Path:

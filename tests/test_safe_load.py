@@ -20,39 +20,6 @@ from stable_baselines3 import PPO
 
 from maskrl.agents.safe_load import SafeLoadError, is_allowed_import_path, load_model_safely
 from maskrl.evaluate import main as evaluate_main
-from maskrl.train import main as train_main
-
-# Smaller than test_cli.py's TINY: one PPO iteration is enough to have trained (non-initial) weights.
-TINY = [
-    "--env-kwargs",
-    "n_laps=1",
-    "max_steps=60",
-    "-n",
-    "128",
-    "--n-envs",
-    "1",
-    "--hyperparams",
-    "n_steps=128",
-    "batch_size=64",
-    "n_epochs=1",
-    "policy_kwargs={net_arch: [16], activation_fn: relu}",
-    "--eval-freq",
-    "0",
-    "--save-freq",
-    "0",
-    "--eval-episodes",
-    "1",
-    "-v",
-    "0",
-]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    log_folder = tmp_path_factory.mktemp("runs")
-    train_main(["--log-folder", str(log_folder), "--seed", "5", *TINY])
-    (run,) = (log_folder / "ppo").iterdir()
-    return run
 
 
 def rewrite_zip(source: Path, target: Path, replace: dict[str, bytes], drop: tuple[str, ...] = ()) -> None:
@@ -63,16 +30,16 @@ def rewrite_zip(source: Path, target: Path, replace: dict[str, bytes], drop: tup
                 new.writestr(name, replace.get(name, old.read(name)))
 
 
-def copy_run(run_dir: Path, target: Path) -> Path:
+def copy_run(kart_run: Path, target: Path) -> Path:
     """A copy of the run's config.yml in ``target`` (a run folder to put doctored zips in)."""
     target.mkdir(exist_ok=True)
-    (target / "config.yml").write_text((run_dir / "config.yml").read_text())
+    (target / "config.yml").write_text((kart_run / "config.yml").read_text())
     return target
 
 
-def test_safe_load_gives_the_same_actions_as_sb3_load(run_dir: Path) -> None:
-    safe = load_model_safely(run_dir / "final_model.zip")
-    unsafe = PPO.load(run_dir / "final_model.zip", device="cpu")
+def test_safe_load_gives_the_same_actions_as_sb3_load(kart_run: Path) -> None:
+    safe = load_model_safely(kart_run / "final_model.zip")
+    unsafe = PPO.load(kart_run / "final_model.zip", device="cpu")
     assert type(safe.policy) is type(unsafe.policy)
     assert safe.num_timesteps == unsafe.num_timesteps > 0
     for key, value in unsafe.policy.state_dict().items():
@@ -85,19 +52,19 @@ def test_safe_load_gives_the_same_actions_as_sb3_load(run_dir: Path) -> None:
         np.testing.assert_array_equal(action, expected)
         obs, *_ = env.step(action)
     # A run folder works too, and falls back to the final model when there is no best one.
-    assert load_model_safely(run_dir).num_timesteps == safe.num_timesteps
+    assert load_model_safely(kart_run).num_timesteps == safe.num_timesteps
 
 
-def test_malicious_pickle_in_data_runs_with_sb3_load_not_with_safe_path(run_dir: Path, tmp_path: Path) -> None:
+def test_malicious_pickle_in_data_runs_with_sb3_load_not_with_safe_path(kart_run: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    with zipfile.ZipFile(run_dir / "final_model.zip") as archive:
+    with zipfile.ZipFile(kart_run / "final_model.zip") as archive:
         data = json.loads(archive.read("data"))
     # Unpickling this calls Path.touch(marker): stands for any code an attacker would run.
     payload = cloudpickle.dumps(_Payload(marker))
     data["policy_class"][":serialized:"] = base64.b64encode(payload).decode()
-    run = copy_run(run_dir, tmp_path / "run")
+    run = copy_run(kart_run, tmp_path / "run")
     evil = run / "final_model.zip"
-    rewrite_zip(run_dir / "final_model.zip", evil, {"data": json.dumps(data).encode()})
+    rewrite_zip(kart_run / "final_model.zip", evil, {"data": json.dumps(data).encode()})
 
     model = load_model_safely(evil)
     assert not marker.exists(), "the safe path unpickled the zip's data"
@@ -119,9 +86,9 @@ class _Payload:
         return pathlib.Path.touch, (self.marker,)
 
 
-def test_broken_zips_are_one_line_errors(run_dir: Path, tmp_path: Path) -> None:
-    source = run_dir / "final_model.zip"
-    run = copy_run(run_dir, tmp_path / "run")
+def test_broken_zips_are_one_line_errors(kart_run: Path, tmp_path: Path) -> None:
+    source = kart_run / "final_model.zip"
+    run = copy_run(kart_run, tmp_path / "run")
 
     truncated = run / "truncated.zip"
     truncated.write_bytes(source.read_bytes()[:500])
@@ -147,9 +114,9 @@ def test_broken_zips_are_one_line_errors(run_dir: Path, tmp_path: Path) -> None:
     assert "\n" not in str(excinfo.value) and not (tmp_path / "pwned").exists()
 
 
-def test_weights_that_do_not_fit_the_config_are_one_line_errors(run_dir: Path, tmp_path: Path) -> None:
-    source = run_dir / "final_model.zip"
-    run = copy_run(run_dir, tmp_path / "run")
+def test_weights_that_do_not_fit_the_config_are_one_line_errors(kart_run: Path, tmp_path: Path) -> None:
+    source = kart_run / "final_model.zip"
+    run = copy_run(kart_run, tmp_path / "run")
     with zipfile.ZipFile(source) as archive:
         state = torch.load(io.BytesIO(archive.read("policy.pth")), weights_only=True)
     key = next(k for k in state if k.endswith("weight"))
@@ -163,7 +130,7 @@ def test_weights_that_do_not_fit_the_config_are_one_line_errors(run_dir: Path, t
     assert "\n" not in str(excinfo.value)
 
     # The same weights under a config with another network: named mismatch, one line, through the CLI too.
-    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    config = yaml.safe_load((kart_run / "config.yml").read_text())
     config["hyperparams"]["policy_kwargs"]["net_arch"] = [8, 8]
     (run / "config.yml").write_text(yaml.safe_dump(config))
     (run / "final_model.zip").write_bytes(source.read_bytes())
@@ -171,29 +138,29 @@ def test_weights_that_do_not_fit_the_config_are_one_line_errors(run_dir: Path, t
         load_model_safely(run / "final_model.zip")
 
 
-def test_import_paths_outside_the_allowed_packages_are_refused_before_importing(run_dir: Path, tmp_path: Path) -> None:
+def test_import_paths_outside_the_allowed_packages_are_refused_before_importing(kart_run: Path, tmp_path: Path) -> None:
     assert is_allowed_import_path("maskrl.policies:EntityAttentionExtractor")
     assert is_allowed_import_path("torch.nn.Linear")
     assert not is_allowed_import_path("maskrl_evil:Thing") and not is_allowed_import_path("torch:load")
-    config = yaml.safe_load((run_dir / "config.yml").read_text())
+    config = yaml.safe_load((kart_run / "config.yml").read_text())
     # Importing `this` prints the Zen of Python: a visible side effect of importing at all.
     assert "this" not in sys.modules
     config["hyperparams"]["policy_kwargs"]["features_extractor_class"] = "this:s"
     with pytest.raises(SafeLoadError, match=r"refusing to import policy_kwargs\.features_extractor_class 'this:s'"):
-        load_model_safely(run_dir / "final_model.zip", config)
+        load_model_safely(kart_run / "final_model.zip", config)
     assert "this" not in sys.modules
     config["hyperparams"]["policy_kwargs"] = {"net_arch": [16], "activation_fn": "relu"}
     config["hyperparams"]["policy"] = "os:system"
     with pytest.raises(SafeLoadError, match="refusing to import policy 'os:system'"):
-        load_model_safely(run_dir / "final_model.zip", config)
+        load_model_safely(kart_run / "final_model.zip", config)
     # Inside an allowed package, only a class of the right kind is accepted (not any callable).
     config["hyperparams"]["policy"] = "maskrl.agents.hyperparams:import_object"
     with pytest.raises(SafeLoadError, match="is not a subclass of BasePolicy"):
-        load_model_safely(run_dir / "final_model.zip", config)
+        load_model_safely(kart_run / "final_model.zip", config)
 
     # Through the CLI: one line, exit status 2.
-    run = copy_run(run_dir, tmp_path / "run")
-    (run / "final_model.zip").write_bytes((run_dir / "final_model.zip").read_bytes())
+    run = copy_run(kart_run, tmp_path / "run")
+    (run / "final_model.zip").write_bytes((kart_run / "final_model.zip").read_bytes())
     config["hyperparams"]["policy"] = "subprocess:Popen"
     (run / "config.yml").write_text(yaml.safe_dump(config))
     with pytest.raises(SystemExit) as excinfo:
@@ -205,33 +172,33 @@ class Unpickled(Exception):
     """Raised by the patched ``PPO.load``: an exception no loader code path catches."""
 
 
-def test_evaluate_uses_the_safe_path_for_a_run_folder(run_dir: Path, monkeypatch, capsys) -> None:
+def test_evaluate_uses_the_safe_path_for_a_run_folder(kart_run: Path, monkeypatch, capsys) -> None:
     def refuse(*args, **kwargs):
         raise Unpickled("evaluate.py unpickled a model of a run folder")
 
     monkeypatch.setattr(PPO, "load", refuse)
-    evaluate_main([str(run_dir), "-n", "1"])
-    evaluate_main([str(run_dir / "final_model.zip"), "-n", "1"])
+    evaluate_main([str(kart_run), "-n", "1"])
+    evaluate_main([str(kart_run / "final_model.zip"), "-n", "1"])
     captured = capsys.readouterr()
     assert "return" in captured.out and "warning" not in captured.err
     with pytest.raises(Unpickled):
-        evaluate_main([str(run_dir), "-n", "1", "--unsafe-load"])
+        evaluate_main([str(kart_run), "-n", "1", "--unsafe-load"])
 
 
-def test_unsafe_load_warns_in_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
-    evaluate_main([str(run_dir), "-n", "1", "--unsafe-load"])
+def test_unsafe_load_warns_in_one_line(kart_run: Path, tmp_path: Path, capsys) -> None:
+    evaluate_main([str(kart_run), "-n", "1", "--unsafe-load"])
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning" in err and "unpickles" in err
     bare = tmp_path / "model.zip"
-    bare.write_bytes((run_dir / "final_model.zip").read_bytes())
+    bare.write_bytes((kart_run / "final_model.zip").read_bytes())
     evaluate_main([str(bare), "--algo", "ppo", "--env", "maskrl/Kart-v0", "--env-kwargs", "n_laps=1", "-n", "1"])
     captured = capsys.readouterr()
     assert "return" in captured.out and "not in a run folder" in captured.err and captured.err.count("\n") == 1
 
 
-def test_cli_reports_broken_run_zips_in_one_line(run_dir: Path, tmp_path: Path, capsys) -> None:
-    run = copy_run(run_dir, tmp_path / "run")
-    (run / "final_model.zip").write_bytes((run_dir / "final_model.zip").read_bytes()[:300])
+def test_cli_reports_broken_run_zips_in_one_line(kart_run: Path, tmp_path: Path, capsys) -> None:
+    run = copy_run(kart_run, tmp_path / "run")
+    (run / "final_model.zip").write_bytes((kart_run / "final_model.zip").read_bytes()[:300])
     with pytest.raises(SystemExit) as excinfo:
         evaluate_main([str(run), "-n", "1"])
     assert excinfo.value.code == 2
