@@ -4,10 +4,27 @@ Every script is a thin layer over this module: its variants, its env, its ``run`
 repository root as modules, e.g. ``python -m benchmarks.masking_study --quick``.
 
 - **Studies** (``*_study.py``) train a grid of runs (variant x seed, and whatever else the study varies) with
-  :func:`run_grid`: one run at a time, one torch thread; each finished run is appended to ``OUT/results.json`` at
-  once, so a stopped study loses one run at most, and ``--continue`` skips the runs already there. ``--plot-only``
-  redraws the plots and tables from the file, ``--quick`` is a smoke run. While a model learns,
-  :class:`TrainingCurves` records its curves; :func:`evaluate` plays the trained model.
+  :func:`study_runs`. Each run is a cell of an Optuna study (:func:`run_grid`), kept in the study's journal,
+  ``OUT/study.log``, with no server: a worker process takes the next waiting cell, runs it with one torch thread and
+  stores its record in the study; a run that raises is recorded as failed and the others go on. After each run the
+  study's runs are exported to ``OUT/results.json``, so a stopped study loses one run at most; ``--continue`` does not
+  run again the cells done (without it, the grid's runs are done again). ``--plot-only`` redraws the plots and tables
+  from ``results.json``, ``--quick`` is a smoke run. While a model learns, :class:`TrainingCurves` records its
+  curves; :func:`evaluate` plays the trained model. :mod:`benchmarks.statistics` gives the tables interquartile means
+  over seeds with 95% stratified bootstrap intervals.
+- **Many workers.** With ``--storage postgresql://user:password@host/db`` (``pip install -e ".[postgres]"``) the
+  study lives in that database, and the same command started N times, on one machine or many, is N workers::
+
+      python -m benchmarks.panda_visibility_study --seeds 0 1 2 3 4 5 6 7 8 9 \
+          --storage postgresql://user:password@host/db --study-name panda-visibility   # on each machine
+
+  The first worker queues the cells (while it holds the study's lock, so each cell is queued once); every worker
+  takes the next waiting one, so no cell runs twice. A worker that dies leaves its cell to Optuna's heartbeat: silent
+  for two minutes, the cell is failed and queued again (:class:`optuna.storages.RetryHeartbeatStaleTrialCallback`)
+  for another worker. A shared study never runs a finished cell again, and refuses a worker whose settings (budget,
+  episodes, ...) differ from the first one's. Each worker writes the whole study's ``results.json``, plots and tables
+  in its own ``OUT`` when no cell is left; ``--study-name`` defaults to the ``OUT`` folder's name.
+  ``optuna-dashboard <storage>`` shows the cells (trials) as they run.
 - **Plots** are seed means ± one standard deviation (:func:`band`), saved as small palette PNGs
   (:func:`save_figure`; the docs keep every picture under 150 KB).
 - **Speed benchmarks** (``bench_*.py``) time their cases round-robin, so that machine noise hits every case
@@ -23,10 +40,12 @@ import gc
 import io
 import json
 import shlex
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,17 +54,34 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import optuna
+import sqlalchemy
 import torch
 from gymnasium import spaces
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+from optuna.samplers import RandomSampler
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
 from PIL import Image
+from sqlalchemy.exc import ArgumentError
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from maskrl.agents.env_setup import make_masked_env, make_masked_vec_env
 from maskrl.agents.evaluation import EpisodeCollector, play_episodes
+from maskrl.agents.tuning import (
+    PID_NAMESPACE,
+    WORKER,
+    ClaimLock,
+    Heartbeat,
+    Storage,
+    TuningError,
+    fail_dead_workers,
+    open_storage,
+    quiet_optuna,
+)
 from maskrl.masks import ACTION_MASK_KEY
 
 Record = dict[str, Any]
@@ -53,16 +89,49 @@ Job = tuple[Any, ...]
 
 
 # ---------------------------------------------------------------------------------------------- the study runner
+#: Seconds between the heartbeats of a running cell on a database storage: a cell silent for twice that long lost its
+#: worker and is queued again.
+HEARTBEAT_INTERVAL = 60
+#: How many times a cell whose worker died is queued again; after that it stays FAIL.
+MAX_RETRIES = 3
+#: Seconds between two looks at the study while a worker waits for the other workers' last cells.
+POLL_SECONDS = 2.0
+#: The study user attribute that holds the settings every worker of a shared study must agree on.
+SETTINGS_ATTR = "maskrl_study_settings"
+#: The runner's own flags: they may differ between the workers of one study (the others may not).
+RUNNER_FLAGS = frozenset({"out", "resume", "plot_only", "quick", "storage", "study_name", "seeds", "variants"})
+
+
+class StudyError(ValueError):
+    """A study that cannot run as asked (its storage, or a shared study of other settings). One line."""
+
+
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:
-    """The command that runs ``module`` with ``argv`` (default: this process's arguments), for the record."""
-    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
+    """The command that runs ``module`` with ``argv`` (default: this process's arguments), for the record: printed,
+    and written into results files, so a ``--storage`` URL's password is hidden."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    for index, word in enumerate(words):
+        if word.startswith("--storage="):
+            words[index] = "--storage=" + _hide_password(word.removeprefix("--storage="))
+        elif index > 0 and words[index - 1] == "--storage":
+            words[index] = _hide_password(word)
+    return shlex.join(["python", "-m", module, *words])
+
+
+def _hide_password(storage: str) -> str:
+    if "://" not in storage:
+        return storage
+    try:
+        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL: open_storage will say so
+        return storage
 
 
 class StudyParser(argparse.ArgumentParser):
     """The options every study has; :meth:`parse_args` applies the settings of ``--quick``.
 
     ``--variants``, ``--seeds``, ``--timesteps``, ``--eval-episodes``, ``--out``, ``--continue`` (``args.resume``),
-    ``--plot-only`` and ``--quick``; the script adds its own.
+    ``--plot-only``, ``--quick``, ``--storage`` and ``--study-name``; the script adds its own.
 
     :param doc: the script's docstring (its first line is the description)
     :param variants: the choices of ``--variants``
@@ -94,7 +163,9 @@ class StudyParser(argparse.ArgumentParser):
         self.add_argument("--timesteps", type=int, default=timesteps, help=timesteps_help)
         self.add_argument("--eval-episodes", type=int, default=eval_episodes, help="episodes per evaluation")
         self.add_argument("--out", type=Path, default=out, help="where results.json and the plots go")
-        self.add_argument("--continue", dest="resume", action="store_true", help="skip the runs in OUT/results.json")
+        self.add_argument(
+            "--continue", dest="resume", action="store_true", help="do not run again the runs the study has done"
+        )
         self.add_argument(
             "--plot-only",
             *plot_only_aliases,
@@ -104,6 +175,13 @@ class StudyParser(argparse.ArgumentParser):
         )
         settings = ", ".join(f"{name.replace('_', '-')} {value}" for name, value in self.quick.items())
         self.add_argument("--quick", action="store_true", help=f"smoke run ({settings})")
+        self.add_argument(
+            "--storage",
+            help="where the study's runs are queued and kept: a database URL (postgresql://user:password@host/db): "
+            "the same command started N times, on any machines, is N workers of one study; or a journal file "
+            "(default: OUT/study.log)",
+        )
+        self.add_argument("--study-name", help="the study's name in the storage (default: the OUT folder's name)")
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
         parsed = super().parse_args(args, namespace)
@@ -112,9 +190,17 @@ class StudyParser(argparse.ArgumentParser):
                 setattr(parsed, name, value)
         return parsed
 
+    def settings(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The options that make the runs what they are: every option of the parser but the runner's own
+        (:data:`RUNNER_FLAGS`) and the paths (each machine has its own)."""
+        names = {action.dest for action in self._actions} - RUNNER_FLAGS - {"help"}
+        return {
+            name: value for name, value in sorted(vars(args).items()) if name in names and not isinstance(value, Path)
+        }
+
 
 def study_runs(
-    parser: argparse.ArgumentParser,
+    parser: StudyParser,
     args: argparse.Namespace,
     command: str,
     run: Callable[..., Record | list[Record]],
@@ -125,10 +211,15 @@ def study_runs(
     job_of: Callable[[Record], Job] | None = None,
 ) -> list[Record]:
     """The runs a study reports. With ``--plot-only`` those of its results file (a usage error if there are none);
-    else print ``command`` and :func:`run_grid` the jobs.
+    else print ``command`` and :func:`run_grid` the jobs in the study of ``--storage`` and ``--study-name``.
 
+    :param command: the command line (:func:`command_line`)
+    :param run: ``run(*job)`` trains and evaluates one job; its record(s) must be JSON data
+    :param describe: one line on a finished run, from its first record
     :param results: default ``OUT/results.json``, a list of runs
+    :param header: what the results file holds besides the runs (``results.runs_key``)
     :param jobs: default every variant x seed, seed by seed, ``job_of`` then ``(record["variant"], record["seed"])``
+    :param job_of: the job a record comes from
     """
     results = results or ResultsFile(args.out / "results.json")
     if args.plot_only:
@@ -139,9 +230,21 @@ def study_runs(
     print(f"command: `{command}`", flush=True)
     if jobs is None:
         jobs = [(variant, seed) for seed in args.seeds for variant in args.variants]
-    if job_of is None:
-        job_of = _variant_and_seed
-    return run_grid(results, header or {}, jobs, run, job_of, describe, args.resume)
+    try:
+        return run_grid(
+            results,
+            header or {},
+            jobs,
+            run,
+            job_of or _variant_and_seed,
+            describe,
+            args.resume,
+            storage=args.storage,
+            study_name=args.study_name,
+            settings=parser.settings(args),
+        )
+    except StudyError as error:
+        parser.error(str(error))
 
 
 def _variant_and_seed(record: Record) -> Job:
@@ -186,32 +289,288 @@ def run_grid(
     job_of: Callable[[Record], Job],
     describe: Callable[[Record], str],
     resume: bool = False,
+    storage: str | None = None,
+    study_name: str | None = None,
+    settings: dict[str, Any] | None = None,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL,
 ) -> list[Record]:
-    """Run ``run(*job)`` for every job, one at a time with one torch thread; append each run's records to the file.
+    """Run the jobs as the cells of an Optuna study, with whatever other workers share it; return the study's runs.
 
-    The runs already in the file stay, except those of ``jobs``: they are run again, or with ``resume`` kept and
-    skipped. ``header`` is written with every run.
+    Each job is a cell: a trial of the study, queued (WAITING) with the job in its user attribute ``job``. This
+    process is a worker: it takes the next waiting cell (``ask``), runs ``run(*job)`` with one torch thread, stores
+    the run's records in the cell (user attribute ``records``) and ends it (``tell``: COMPLETE, or FAIL with the
+    error in ``fail_reason``, and the other cells go on). When no cell waits, it waits for the cells other workers
+    run, then writes the study's runs to ``results`` (after each of its own cells too) and returns them: for each
+    job, the records of its latest finished cell, if that one is complete.
 
+    A job is queued while holding the study's lock (shared by every worker), only when it has no waiting or running
+    cell, and when it has a complete one only to run it again. With the study's own journal (``storage`` ``None``:
+    ``study.log`` next to ``results``) the grid is run again unless ``resume``, as a study was before it had a
+    storage; the runs of other jobs stay. A study in ``storage`` is shared: the jobs done are never run again, and
+    every worker must give the same ``settings`` (the first one records them).
+
+    A worker that dies leaves its cell RUNNING until it is found: at once on its own machine (its pid is gone), and
+    on a database by Optuna's heartbeat (beating every ``heartbeat_interval`` seconds; silent for twice that, the cell
+    is failed by :func:`optuna.storages.fail_stale_trials`). Either way the cell is queued again by
+    :class:`optuna.storages.RetryHeartbeatStaleTrialCallback`, at most :data:`MAX_RETRIES` times. A Ctrl-C ends the
+    cell as FAIL ("interrupted") and queues it again.
+
+    :param results: where the runs are written, with ``header``; the runs already in it join a new study's journal
     :param job_of: the job a record comes from (a run may give several records)
     :param describe: one line on a finished run, from its first record
-    :return: every run of the file, the new ones included
+    :param study_name: default the name of ``results``' folder
+    :param settings: what every worker of a shared study must agree on (:meth:`StudyParser.settings`)
+    :return: the study's runs, those of other jobs included
+    :raises StudyError: a storage that cannot be opened, or a shared study of other settings
     """
-    _, runs = results.load()
-    wanted = set(jobs)
-    if not resume:
-        runs = [record for record in runs if job_of(record) not in wanted]
-    done = {job_of(record) for record in runs}
-    todo = [job for job in jobs if job not in done]
-    if len(todo) < len(jobs):
-        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs are in {results.path} already: skipped", flush=True)
-    torch.set_num_threads(1)
-    for index, job in enumerate(todo, 1):
-        records = run(*job)
-        records = records if isinstance(records, list) else [records]
-        runs.extend(records)
-        results.save(header, runs)
-        print(f"[{index}/{len(todo)}] {describe(records[0])}", flush=True)
+    folder = results.path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    name = study_name or folder.resolve().name
+    shared = storage is not None
+    with quiet_optuna(1):
+        try:
+            opened = open_storage(storage, folder, heartbeat_interval, _queue_again)
+        except TuningError as error:
+            raise StudyError(str(error)) from None
+        study = optuna.create_study(
+            storage=opened.storage, study_name=name, load_if_exists=True, sampler=RandomSampler(seed=0)
+        )
+        lock = ClaimLock(opened, name)
+        try:
+            with lock.hold():  # one worker at a time queues jobs, so that none is queued twice
+                _recover(study, opened)
+                if not shared and not study.get_trials(deepcopy=False):
+                    _take_in(study, results, job_of)
+                if shared and settings is not None:
+                    _check_settings(study, _plain(settings), opened.shown)
+                queued, done = _queue(study, jobs, again=not (resume or shared))
+            print(
+                f"study {name} in {opened.shown}: {len(set(map(_job_key, jobs)))} jobs, {done} done already, "
+                f"{queued} queued now; worker {WORKER}",
+                flush=True,
+            )
+            torch.set_num_threads(1)
+            _work(study, opened, lock, run, describe, [_job_key(job) for job in jobs], results, header)
+        finally:
+            lock.close()
+        runs, failed = _study_runs(study)
+    results.save(header, runs)
+    for cell in failed:
+        print(f"failed: {_job_text(cell.user_attrs['job'])}: {_fail_reason(cell)}", flush=True)
     return runs
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON holds it (tuples become lists): what a storage gives back."""
+    return json.loads(json.dumps(value))
+
+
+def _job_key(job: Sequence[Any]) -> str:
+    return json.dumps(_plain(list(job)))
+
+
+def _job_text(job: Sequence[Any]) -> str:
+    return " ".join(str(part) for part in job)
+
+
+def _fail_reason(cell: FrozenTrial) -> str:
+    return cell.user_attrs.get("fail_reason", "its worker stopped")
+
+
+def _queue_again(study: optuna.Study, cell: FrozenTrial) -> None:
+    """A cell whose worker died (no heartbeat, or its pid gone) is FAIL: queue it again, up to the retries, with
+    Optuna's own retry (a WAITING copy of the cell: the same user attributes, so the same job)."""
+    job, worker = _job_text(cell.user_attrs.get("job", [])), cell.user_attrs.get("worker", "its worker")
+    if len(RetryHeartbeatStaleTrialCallback.retry_history(cell)) >= MAX_RETRIES:
+        print(f"cell {cell.number} ({job}): {worker} died; run {MAX_RETRIES + 1} times, it stays FAIL", flush=True)
+        return
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, cell)
+    print(f"cell {cell.number} ({job}): {worker} died; queued again", flush=True)
+
+
+def _recover(study: optuna.Study, opened: Storage) -> None:
+    """Fail the cells of dead workers and queue them again: this machine's by their pid, any by their heartbeat."""
+    fail_dead_workers(study, _queue_again)
+    if opened.heartbeat is not None:
+        optuna.storages.fail_stale_trials(study)  # calls _queue_again, the storage's stale-trial callback
+
+
+def _take_in(study: optuna.Study, results: ResultsFile, job_of: Callable[[Record], Job]) -> None:
+    """A new study's journal starts with the runs of ``results`` (written before studies had a storage), as complete
+    cells: ``--continue`` skips them, as it did."""
+    jobs: dict[str, list[Record]] = {}
+    for record in results.load()[1]:
+        jobs.setdefault(_job_key(job_of(record)), []).append(record)
+    for key, records in jobs.items():
+        cell = optuna.trial.create_trial(
+            state=TrialState.COMPLETE,
+            value=float(records[0].get("seconds", 0.0)),
+            user_attrs={"job": json.loads(key), "records": _plain(records), "taken_from": str(results.path)},
+        )
+        study.add_trial(cell)
+    if jobs:
+        print(f"{len(jobs)} runs of {results.path} taken into the study", flush=True)
+
+
+def _check_settings(study: optuna.Study, settings: dict[str, Any], shown: str) -> None:
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        study.set_user_attr(SETTINGS_ATTR, settings)
+        return
+    differing = sorted(key for key in {*stored, *settings} if stored.get(key) != settings.get(key))
+    if differing:
+        theirs = ", ".join(f"{key}={stored.get(key)!r}" for key in differing)
+        ours = ", ".join(f"{key}={settings.get(key)!r}" for key in differing)
+        raise StudyError(
+            f"study {study.study_name} in {shown} runs with {theirs}, and this command asks for {ours}: give another "
+            "--study-name, or the study's settings"
+        )
+
+
+@dataclass
+class _Job:
+    """What a study holds of one job: its latest finished cell and whether a cell of it waits or runs."""
+
+    last: FrozenTrial | None = None
+    pending: bool = False
+
+
+def _jobs(study: optuna.Study) -> dict[str, _Job]:
+    jobs: dict[str, _Job] = {}
+    for cell in study.get_trials(deepcopy=False):  # in the order of their numbers
+        job = jobs.setdefault(_job_key(cell.user_attrs.get("job", [])), _Job())
+        if cell.state in (TrialState.WAITING, TrialState.RUNNING):
+            job.pending = True
+        elif cell.state in (TrialState.COMPLETE, TrialState.FAIL):
+            job.last = cell
+    return jobs
+
+
+def _done(job: _Job | None) -> bool:
+    return job is not None and job.last is not None and job.last.state == TrialState.COMPLETE
+
+
+def _queue(study: optuna.Study, jobs: Sequence[Job], again: bool) -> tuple[int, int]:
+    """Queue the jobs that have no waiting or running cell, and no complete one unless ``again``; hold the lock.
+
+    :return: the jobs queued, and the jobs that were done
+    """
+    held = _jobs(study)
+    queued = done = 0
+    for key in dict.fromkeys(map(_job_key, jobs)):
+        job = held.get(key)
+        done += _done(job)
+        if job is not None and (job.pending or (_done(job) and not again)):
+            continue
+        study.enqueue_trial({}, user_attrs={"job": json.loads(key)})
+        queued += 1
+    return queued, done
+
+
+def _on_this_host(cell: FrozenTrial) -> bool:
+    return str(cell.user_attrs.get("worker", "")).rpartition(":")[0] == socket.gethostname()
+
+
+def _work(
+    study: optuna.Study,
+    opened: Storage,
+    lock: ClaimLock,
+    run: Callable[..., Record | list[Record]],
+    describe: Callable[[Record], str],
+    grid: Sequence[str],
+    results: ResultsFile,
+    header: dict[str, Any],
+) -> None:
+    """Run the study's waiting cells one after the other, then wait for those of other workers to end."""
+    waiting_said = False
+    while True:
+        with lock.hold():
+            _recover(study, opened)
+            cell = None
+            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                cell = study.ask()  # the oldest waiting cell: under the lock, no other worker takes it meanwhile
+                cell.set_user_attr("worker", WORKER)
+                cell.set_user_attr("pid_namespace", PID_NAMESPACE)
+                heartbeat = Heartbeat(opened.heartbeat, cell)
+                heartbeat.start()  # before the lock goes: no cell is RUNNING without a heartbeat
+            else:
+                # Without heartbeats (a journal), a dead worker is only seen on its own machine: the cells of other
+                # machines are not waited for.
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                others = [c for c in running if opened.heartbeat is not None or _on_this_host(c)]
+                if not others:
+                    if running:
+                        print(f"{len(running)} cells run on other machines: not waited for", flush=True)
+                    return
+        if cell is None:
+            if not waiting_said:
+                print(f"waiting for {len(others)} cells of other workers", flush=True)
+                waiting_said = True
+            time.sleep(POLL_SECONDS)
+            continue
+        waiting_said = False
+        try:
+            records = _run_cell(study, cell, heartbeat, run)
+        except KeyboardInterrupt:
+            with lock.hold():  # queued again, for the other workers or the next start, unless queued meanwhile
+                _queue(study, [tuple(cell.user_attrs["job"])], again=False)
+            raise
+        runs, _ = _study_runs(study)
+        results.save(header, runs)
+        if records:
+            jobs = _jobs(study)
+            done = sum(_done(jobs.get(key)) for key in dict.fromkeys(grid))
+            print(f"[{done}/{len(set(grid))}] {describe(records[0])}", flush=True)
+
+
+def _run_cell(
+    study: optuna.Study, cell: optuna.Trial, heartbeat: Heartbeat, run: Callable[..., Record | list[Record]]
+) -> list[Record] | None:
+    """Run one cell and end it; its records, or ``None`` when it failed. A Ctrl-C ends it as FAIL and goes on."""
+    job = cell.user_attrs["job"]
+    started = time.perf_counter()
+    try:
+        records = run(*job)
+        # As the storage keeps them: a record that is not JSON data fails its cell here, not the worker later.
+        records = _plain(records if isinstance(records, list) else [records])
+    except KeyboardInterrupt:
+        heartbeat.stop()
+        _end(study, cell, None, "interrupted")
+        raise
+    except Exception as error:  # the cell's failure: recorded, and the other cells go on
+        heartbeat.stop()
+        traceback.print_exc()
+        text = str(error).strip()
+        reason = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+        _end(study, cell, None, reason)
+        print(f"cell {cell.number} ({_job_text(job)}): FAIL {reason}", flush=True)
+        return None
+    heartbeat.stop()
+    return records if _end(study, cell, records, time.perf_counter() - started) else None
+
+
+def _end(study: optuna.Study, cell: optuna.Trial, records: list[Record] | None, outcome: float | str) -> bool:
+    """Tell the study how the cell ended: COMPLETE with its records (and its seconds as its value), or FAIL with
+    ``outcome`` as its reason. ``False`` if the other workers gave it up meanwhile (no heartbeat: it was retried)."""
+    try:
+        if records is None:
+            cell.set_user_attr("fail_reason", outcome)
+            study.tell(cell, state=TrialState.FAIL)
+        else:
+            cell.set_user_attr("records", records)
+            study.tell(cell, outcome)
+    except RuntimeError:  # UpdateFinishedTrialError, or tell's own "has already finished"
+        print(f"cell {cell.number}: given up by the other workers while it ran; its retry stands", flush=True)
+        return False
+    return True
+
+
+def _study_runs(study: optuna.Study) -> tuple[list[Record], list[FrozenTrial]]:
+    """The records of each job whose latest finished cell is complete, in the order of their cells; the failed
+    jobs' cells."""
+    jobs = sorted((job.last for job in _jobs(study).values() if job.last is not None), key=lambda cell: cell.number)
+    runs = [record for cell in jobs if cell.state == TrialState.COMPLETE for record in cell.user_attrs["records"]]
+    return runs, [cell for cell in jobs if cell.state == TrialState.FAIL]
 
 
 def learn(model: BaseAlgorithm, timesteps: int, callback: BaseCallback | None = None) -> tuple[float, float]:

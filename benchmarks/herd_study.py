@@ -7,7 +7,8 @@ Three ways to train PPO (unchanged SB3) on the panda herd, same PPO hyperparamet
 - ``gridnet_nomask``: the same network with ``use_agent_mask=False``: every cell counts, as in GridNet
   implementations that sum over empty cells;
 - ``shared``: decentralised, one ``MaskedActorCriticPolicy`` shared by all pandas, each acting on its own
-  egocentric view through ``HerdVecEnv`` (one VecEnv slot per panda).
+  egocentric view through ``PettingZooVecEnv``, maskrl's adapter for any masked PettingZoo parallel env (one
+  VecEnv slot per panda).
 
 Every variant is evaluated on the same thing: the team return (all pandas' rewards) of whole herd episodes,
 deterministic actions, the same evaluation seeds. The training curves record PPO's ``approx_kl`` and
@@ -44,7 +45,7 @@ from benchmarks.common import (
 )
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.envs import panda_herd_v0
-from maskrl.envs.herd_vec_env import HerdVecEnv
+from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv
 from maskrl.policies import GridNetPolicy, MaskedActorCriticPolicy
 
 ENV = "maskrl/PandaHerd-v0"
@@ -77,7 +78,8 @@ def run(variant: str, seed: int, timesteps: int, eval_episodes: int) -> dict[str
     # The budget is counted in herd steps for everyone; the shared policy makes one VecEnv step per panda.
     steps_per_herd_step = 1
     if variant == "shared":
-        env = HerdVecEnv(n_envs=N_HERDS)  # reports SB3-style info["episode"] per panda slot itself
+        # Reports SB3-style info["episode"] per panda slot itself (no Monitor).
+        env = PettingZooVecEnv(panda_herd_v0.parallel_env, N_HERDS)
         env.seed(seed)
         steps_per_herd_step = env.num_envs // N_HERDS
         model = PPO(MaskedActorCriticPolicy, env, seed=seed, device="cpu", **PPO_KWARGS)

@@ -9,8 +9,11 @@
 
 Everything else is the same: PPO hyperparameters from ``maskrl/agents/hyperparams/PandaGrid-v0.yml``,
 the action mask, the seeds. For each run it records the mean training episode return after every PPO
-iteration and a final deterministic evaluation; it writes ``results.json`` (after every run; ``--continue`` skips
-the runs already there), ``curves.png`` and prints a markdown table.
+iteration and a final deterministic evaluation. The runs are the cells of a study (:func:`benchmarks.common.run_grid`:
+``OUT/study.log``, or ``--storage`` for many workers); it writes ``results.json`` (after every run; ``--continue`` skips
+the runs done), ``curves.png`` and prints markdown tables: per variant the interquartile mean of the final evaluation
+returns over seeds with its 95% stratified bootstrap interval (:mod:`benchmarks.statistics`), and the gap between the
+masked and the unmasked extractor.
 
 Run: ``python -m benchmarks.panda_visibility_study --out docs/panda_visibility`` (``--quick`` for a smoke run).
 """
@@ -40,6 +43,7 @@ from benchmarks.common import (
     study_runs,
     variant_bands,
 )
+from benchmarks.statistics import iqm_difference, iqm_intervals
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.policies import EntityAttentionExtractor, MaskedActorCriticPolicy, MaskedMultiInputPolicy
@@ -68,7 +72,7 @@ def run(variant: str, seed: int, timesteps: int, eval_episodes: int) -> dict[str
     env = make_masked_vec_env(ENV, int(hyperparams.get("n_envs", 8)), seed, env_kwargs=env_kwargs)
     model = PPO(policy, env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **kwargs)
     curves = TrainingCurves()
-    seconds, _ = learn(model, timesteps, curves)
+    seconds, cpu_seconds = learn(model, timesteps, curves)
     env.close()
     final = evaluate(model, make_masked_vec_env(ENV, 1, 10_000 + seed, env_kwargs=env_kwargs), eval_episodes)
     rows = [row for row in curves.rollouts if row["recent_return"] is not None]
@@ -77,6 +81,8 @@ def run(variant: str, seed: int, timesteps: int, eval_episodes: int) -> dict[str
         "seed": seed,
         "timesteps": timesteps,
         "seconds": seconds,
+        # The process's CPU time: on a shared machine the wall time says more about the neighbours than about the run.
+        "cpu_seconds": cpu_seconds,
         "curve_steps": [int(row["steps"]) for row in rows],
         "curve_returns": [row["recent_return"] for row in rows],
         "eval_return_mean": final["return_mean"],
@@ -95,21 +101,42 @@ def plot(results: list[Record], path: Path) -> None:
 
 
 def table(results: list[Record]) -> str:
+    """Per variant: the final evaluation returns over seeds (IQM with its 95% interval, mean ± std), the last training
+    return, the evaluation's watermelons and catches, the CPU minutes of training per run; then the masked - unmasked
+    gap."""
+    groups = dict(by_variant(results, VARIANTS))
+    intervals = iqm_intervals({variant: [r["eval_return_mean"] for r in runs] for variant, runs in groups.items()})
     lines = [
-        "| variant | seeds | final eval return (mean ± std over seeds) | last training return | "
-        "watermelons eaten | caught | minutes per run |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | seeds | final eval return: IQM [95% CI] | mean ± std | last training return | "
+        "watermelons eaten | caught | CPU minutes per run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant, runs in by_variant(results, VARIANTS):
+    for variant, runs in groups.items():
         last = [r["curve_returns"][-1] for r in runs]
         eaten = np.mean([r["eval_stats"].get("watermelons_eaten", np.nan) for r in runs])
         caught = np.mean([r["eval_stats"].get("caught", np.nan) for r in runs])
-        minutes = np.mean([r["seconds"] for r in runs]) / 60
+        minutes = np.mean([r.get("cpu_seconds", r["seconds"]) for r in runs]) / 60
+        returns = [r["eval_return_mean"] for r in runs]
         lines.append(
-            f"| {variant} | {len(runs)} | {mean_std([r['eval_return_mean'] for r in runs])} | {np.mean(last):.2f} "
+            f"| {variant} | {len(runs)} | {intervals[variant].text()} | {mean_std(returns)} | {np.mean(last):.2f} "
             f"| {eaten:.2f} | {caught:.2f} | {minutes:.1f} |"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", gap(groups)])
+
+
+def gap(groups: dict[str, list[Record]], variant: str = "masked", baseline: str = "unmasked") -> str:
+    """One line: does ``variant`` separate from ``baseline``? Whether their IQM intervals overlap, and the IQM
+    difference with its own 95% interval."""
+    if variant not in groups or baseline not in groups:
+        return f"{variant} - {baseline}: not both in the results"
+    scores = {name: [r["eval_return_mean"] for r in groups[name]] for name in (variant, baseline)}
+    intervals = iqm_intervals(scores)
+    difference = iqm_difference(scores[variant], scores[baseline])
+    overlap = "overlap" if intervals[variant].overlaps(intervals[baseline]) else "do not overlap"
+    return (
+        f"{variant} - {baseline}: IQM difference {difference.text('+.2f')} (95% CI; it "
+        f"{'excludes' if difference.excludes_zero() else 'includes'} 0); their IQM intervals {overlap}."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,7 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         args,
         command_line(__spec__.name, argv),
         functools.partial(run, timesteps=args.timesteps, eval_episodes=args.eval_episodes),
-        lambda r: f"{r['variant']} seed {r['seed']}: eval {r['eval_return_mean']:.2f}, {r['seconds'] / 60:.1f} min",
+        lambda r: (
+            f"{r['variant']} seed {r['seed']}: eval {r['eval_return_mean']:.2f}, {r['seconds'] / 60:.1f} min "
+            f"({r['cpu_seconds'] / 60:.1f} CPU min)"
+        ),
     )
     plot(runs, args.out / "curves.png")
     print(table(runs))

@@ -2,9 +2,11 @@
 
 Takes a run folder (its ``config.yml`` says which algo and env) or a model zip (inside a run folder,
 or with ``--algo``/``--env``), plays N episodes and prints return, length, invalid-action rate and
-the env's episode statistics; ``--json`` also writes them, ``--render ansi`` shows the episodes (with a legend, paced
-and redrawn in place on a terminal) and ``--video out.gif`` records them (for envs with an ``rgb_array`` render;
-``.mp4`` too where imageio's ffmpeg plugin is installed: ``pip install "imageio[ffmpeg]"``).
+the env's episode statistics (for a turn-based PettingZoo game, ``pettingzoo:classic/connect_four_v3``, the
+win/draw/loss rates against each ``--opponent``: ``random``, ``lookahead``); ``--json`` also writes them,
+``--render ansi`` shows the episodes (with a legend, paced and redrawn in place on a terminal) and
+``--video out.gif`` records them (for envs with an ``rgb_array`` render; ``.mp4`` too where imageio's ffmpeg
+plugin is installed: ``pip install "imageio[ffmpeg]"``).
 
 A model of a run folder (or of its ``checkpoints/``) is loaded safely
 (:func:`maskrl.agents.safe_load.load_model_safely`): rebuilt from the plain-text ``config.yml``, with only the
@@ -24,9 +26,12 @@ import sys
 import warnings
 from pathlib import Path
 
+from maskrl.agents.env_setup import is_turn_based
 from maskrl.agents.evaluation import (
     check_video_path,
+    evaluate_against,
     evaluate_model,
+    format_outcomes,
     format_table,
     load_model,
     locate_model,
@@ -36,6 +41,7 @@ from maskrl.agents.hyperparams import parse_key_values
 from maskrl.agents.registry import ALGOS
 from maskrl.agents.run_folder import RunFolder
 from maskrl.agents.safe_load import check_config, load_model_safely
+from maskrl.agents.self_play import EVALUATION_OPPONENTS
 from maskrl.agents.training import resolve_device
 from maskrl.cli import ArgumentParser, UserError, device, positive_int, run_cli, seed
 
@@ -60,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="record the episodes as an animated GIF (.gif) or, with imageio's ffmpeg plugin, an MP4 (.mp4)",
+    )
+    parser.add_argument(
+        "--opponent",
+        nargs="+",
+        choices=list(EVALUATION_OPPONENTS),
+        metavar="NAME",
+        help="turn-based PettingZoo games (pettingzoo:...): the opponents to play -n games each against, the seat "
+        "alternating: random (a random valid move), lookahead (wins if it can, blocks if it must; connect four and "
+        "tic-tac-toe); prints win/draw/loss rates (default: random)",
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--algo", choices=list(ALGOS), help="algo of a model zip outside a run folder")
@@ -120,23 +135,24 @@ def evaluate(args: argparse.Namespace) -> None:
             file=sys.stderr,
         )
         model = load_model(algo, model_path, torch_device)
-    results = evaluate_model(
-        model,
-        algo,
-        env_id,
-        env_kwargs,
-        args.n_episodes,
-        deterministic=not args.stochastic,
-        seed=args.seed,
-        render=args.render,
-        video=args.video,
-    )
+    turn_based = is_turn_based(env_id)
+    if args.opponent and not turn_based:
+        raise UserError(f"--opponent is for turn-based PettingZoo games (pettingzoo:...), not {env_id}")
+    play = dict(deterministic=not args.stochastic, seed=args.seed, render=args.render, video=args.video)
+    if turn_based:
+        opponents = args.opponent or ["random"]
+        results = evaluate_against(model, algo, env_id, opponents, env_kwargs, args.n_episodes, **play)
+    else:
+        results = evaluate_model(model, algo, env_id, env_kwargs, args.n_episodes, **play)
     results["model"] = str(model_path)
     print(
         f"{model_path} ({algo} on {env_id}), {args.n_episodes} episodes, "
         f"{'stochastic' if args.stochastic else 'deterministic'}:"
     )
-    print(format_table(results))
+    if turn_based:
+        print(format_outcomes(results["opponents"]))
+    else:
+        print(format_table(results))
     if args.video:
         print(f"video written to {args.video}")
     if args.json:

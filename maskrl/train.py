@@ -6,7 +6,8 @@ really used), TensorBoard events, periodic checkpoints, the best model and the e
 evaluation, the final model and its evaluation. Training shows a progress bar (on a terminal) and a short line every
 10% of the run, and always ends with a summary: the run folder, the final and best evaluations and the command that
 evaluates the run. ``--list`` lists the algorithms and maskrl's envs; any gymnasium env trains too (``ppo_nomask``
-when it has no action masks).
+when it has no action masks), and so do PettingZoo envs with masks, spelled ``pettingzoo:FAMILY/NAME``
+(:mod:`maskrl.agents.env_setup`: parallel envs with one shared policy, turn-based games by self-play).
 
 Checkpoints (:mod:`maskrl.agents.checkpoints`) are written atomically; ``--resume RUN_DIR`` finishes an interrupted
 run from its newest loadable one, and Ctrl-C or SIGTERM saves one before exiting (status 130 or 143). A finished run
@@ -60,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--algo", default="ppo", choices=list(ALGOS), metavar="ALGO", help="algorithm (default: ppo; --list)"
     )
     parser.add_argument(
-        "--env", default=DEFAULT_ENV, help=f"gymnasium env id, any of them (default: {DEFAULT_ENV}; --list)"
+        "--env",
+        default=DEFAULT_ENV,
+        help=f"gymnasium env id, any of them (default: {DEFAULT_ENV}; --list), or a PettingZoo env as "
+        "pettingzoo:FAMILY/NAME: a parallel env (pettingzoo:maskrl/panda_herd_v0) trains one policy shared by its "
+        "agents, a turn-based game (pettingzoo:classic/connect_four_v3) trains by self-play against an opponent pool",
     )
     parser.add_argument("--list", action="store_true", help="list the algorithms and maskrl's envs, then exit")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="env constructor arguments")
@@ -135,6 +140,11 @@ def list_algos_and_envs() -> str:
         "Any other gymnasium env id works too. The masked algos need an env with action masks (an "
         f"'{ACTION_MASK_KEY}' observation key, an action_masks() method or info['{ACTION_MASK_KEY}']); {unmasked} "
         "train on any env (the others use SB3's default hyperparameters there).",
+        "",
+        "PettingZoo envs whose observations carry an 'action_mask' train as pettingzoo:FAMILY/NAME (PettingZoo's "
+        "registry, else the module pettingzoo.FAMILY.NAME): parallel envs with one policy shared by all agents "
+        "(pettingzoo:maskrl/panda_herd_v0), turn-based games by self-play (pettingzoo:classic/connect_four_v3, "
+        "pettingzoo:classic/tictactoe_v3; evaluate.py --opponent random lookahead gives win/draw/loss rates).",
     ]
     return "\n".join(lines)
 

@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from maskrl.agents.env_setup import is_pettingzoo_id, resolve_pettingzoo_id
 from maskrl.agents.hyperparams import (
     HYPERPARAMS_DIR,
     load_hyperparams,
@@ -136,6 +138,26 @@ def test_every_hyperparams_file_builds_every_algo() -> None:
             hyperparams = load_hyperparams(f"maskrl/{path.stem}", algo)
             kwargs = resolve_algo_kwargs(hyperparams)
             assert "n_timesteps" not in kwargs and "policy_kwargs" in kwargs
+
+
+#: Every hyperparameter file's env, by file name.
+FILE_ENVS = {env_id.split("/")[-1]: env_id for env_id in gym.registry if env_id.startswith(("maskrl/", "Taxi"))} | {
+    "connect_four_v3": "pettingzoo:classic/connect_four_v3"
+}
+
+
+@pytest.mark.parametrize("path", sorted(HYPERPARAMS_DIR.glob("*.yml")), ids=lambda path: path.stem)
+def test_every_env_with_discrete_actions_has_value_based_sections(path: Path) -> None:
+    env_id = FILE_ENVS[path.stem]
+    if is_pettingzoo_id(env_id):  # self-play trains the policy-gradient algos only
+        assert resolve_pettingzoo_id(env_id).kind == "aec"
+        return
+    env = gym.make(env_id)
+    sections = set(yaml.safe_load(path.read_text()))
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        assert {"dqn", "qrdqn", "dqn_nomask", "qrdqn_nomask"} <= sections
+    else:  # DQN and QR-DQN refuse other action spaces
+        assert not {"dqn", "qrdqn"} & sections
 
 
 def test_ppo_nomask_penalises_invalid_actions_by_default() -> None:

@@ -1,4 +1,4 @@
-"""Tests of the panda herd: hand-made scenarios, the centralised view and HerdVecEnv.
+"""Tests of the panda herd: hand-made scenarios, the centralised view and the herd through PettingZooVecEnv.
 
 The env contract (PettingZoo's api, seed and state tests, checkers, kwargs errors, masks, invalid actions,
 determinism) is checked for the parallel env and the centralised view in test_env_contract.py.
@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_env_contract import herd_kwargs
 
-from maskrl.envs.herd_vec_env import HerdVecEnv
 from maskrl.envs.panda_herd import (
     DOWN,
     LEFT,
@@ -27,6 +26,7 @@ from maskrl.envs.panda_herd import (
     parallel_env,
     raw_env,
 )
+from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv
 
 SMALL = {"size": 5, "n_dragons": 1, "n_watermelons": 1, "dragon_chase_prob": 0.0}
 
@@ -305,9 +305,9 @@ def test_grid_env_cells_masks_and_invalid_counts_follow_the_pandas(kwargs, flat,
     assert terminated is (info["episode_stats"]["pandas_alive"] == 0)
 
 
-# ---------------------------------------------------------------------- HerdVecEnv
+# ---------------------------------------------------------------------- the herd through PettingZooVecEnv
 def test_herd_vec_env_contract():
-    v = HerdVecEnv(n_envs=2, n_pandas=3, max_steps=25, dragon_chase_prob=1.0)
+    v = PettingZooVecEnv(parallel_env, 2, dict(n_pandas=3, max_steps=25, dragon_chase_prob=1.0))
     assert v.num_envs == 6
     v.seed(0)
     obs = v.reset()
@@ -328,7 +328,7 @@ def test_herd_vec_env_contract():
                 n_done += 1
                 assert v.observation_space.contains(infos[k]["terminal_observation"])
                 assert set(infos[k]["episode"]) == {"r", "l", "t"}
-                assert "episode_stats" in infos[k]
+                assert "episode_stats" in infos[k] and infos[k]["invalid_action"] is False
         for e, herd in enumerate(v.envs):
             slots = list(range(e * 3, e * 3 + 3))
             if herd.step_count == 0:  # every agent of env e left in this step: it auto-reset, all slots live again
@@ -348,13 +348,13 @@ def test_herd_vec_env_contract():
 
 def test_herd_vec_env_seeding_and_helpers():
     def first_obs(seed: int) -> np.ndarray:
-        v = HerdVecEnv(n_envs=2)
+        v = PettingZooVecEnv(parallel_env, n_envs=2)
         v.seed(seed)
         return v.reset()["observation"]
 
     np.testing.assert_array_equal(first_obs(3), first_obs(3))
     assert not np.array_equal(first_obs(3), first_obs(4))
-    v = HerdVecEnv(n_envs=2, render_mode="rgb_array", size=6)
+    v = PettingZooVecEnv(parallel_env, 2, dict(render_mode="rgb_array", size=6))
     v.reset()
     assert v.get_attr("size") == [6] * 8
     assert v.get_attr("n_pandas", indices=[0, 7]) == [4, 4]
@@ -372,7 +372,7 @@ def test_ppo_trains_on_herd_vec_env():
 
     from maskrl.policies import MaskedActorCriticPolicy
 
-    v = HerdVecEnv(n_envs=1, max_steps=20, dragon_chase_prob=1.0)
+    v = PettingZooVecEnv(parallel_env, 1, dict(max_steps=20, dragon_chase_prob=1.0))
     model = PPO(MaskedActorCriticPolicy, v, n_steps=32, batch_size=64, n_epochs=2, seed=0, device="cpu")
     model.learn(512)
     assert model.num_timesteps >= 512

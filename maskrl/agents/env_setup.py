@@ -8,23 +8,38 @@ An env may give its action mask in one of three ways, and :func:`make_masked_env
   ``InfoActionMaskToObservation``.
 
 An env without any mask (``CartPole-v1``, ``Pendulum-v1``, ...) is used as it is by the algorithms that need no mask.
+
+PettingZoo envs are spelled ``pettingzoo:FAMILY/NAME`` (``pettingzoo:classic/connect_four_v3``,
+``pettingzoo:maskrl/panda_herd_v0``): the name is looked up in PettingZoo's registries (parallel first), else
+imported as the module ``pettingzoo.FAMILY.NAME`` (:func:`resolve_pettingzoo_id`). A parallel env trains one shared
+policy through :class:`~maskrl.envs.pettingzoo_vec_env.PettingZooVecEnv` (one VecEnv slot per agent; ``--n-envs``
+copies, ``--vec-env subproc`` puts each copy in a worker process); a turn-based (AEC) game trains one seat against an
+opponent pool through :class:`~maskrl.envs.pettingzoo_aec.PettingZooAECEnv`, a gymnasium env like any other (its
+kwargs ``opponent`` and ``seat``, the others go to the game). Gymnasium ids are untouched.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import pettingzoo
 from gymnasium import spaces
+from pettingzoo.env_registry.exceptions import FailedToImport, PettingZooRegistryError
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import maskrl  # noqa: F401 - registers the maskrl/ envs, also inside SubprocVecEnv workers
+from maskrl.envs.pettingzoo_aec import PettingZooAECEnv
+from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv, check_parallel_spaces
 from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks, InfoActionMaskToObservation
 from maskrl.masks import ACTION_MASK_KEY
 
@@ -40,8 +55,134 @@ HOW_TO_ADD_MASKS = (
 )
 
 
+#: How ``--env`` names a PettingZoo env: ``pettingzoo:FAMILY/NAME``.
+PETTINGZOO_PREFIX = "pettingzoo:"
+PETTINGZOO_EXAMPLE = "pettingzoo:classic/connect_four_v3"
+# FAMILY/NAME with PettingZoo's version suffix (_vN or -vN): names that cannot climb out of the pettingzoo package.
+_PETTINGZOO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*/[A-Za-z_][A-Za-z0-9_]*(-v\d+)?")
+
+
 class UnknownEnvError(ValueError):
     """An env id gymnasium does not know (the message suggests close matches)."""
+
+
+@dataclass(frozen=True)
+class PettingZooSpec:
+    """A PettingZoo env named on the command line.
+
+    :param env_id: the spelling, ``pettingzoo:FAMILY/NAME``
+    :param kind: ``"parallel"`` (one shared policy over its agents) or ``"aec"`` (turn-based, one seat vs opponents)
+    :param factory: builds the env from keyword arguments (picklable: it may be sent to worker processes)
+    """
+
+    env_id: str
+    kind: str
+    factory: Callable[..., Any]
+
+
+def is_pettingzoo_id(env_id: Any) -> bool:
+    """Whether ``env_id`` names a PettingZoo env (``pettingzoo:...``) rather than a gymnasium one."""
+    return isinstance(env_id, str) and env_id.startswith(PETTINGZOO_PREFIX)
+
+
+def check_pettingzoo_id(env_id: str) -> str:
+    """The ``FAMILY/NAME`` of a ``pettingzoo:FAMILY/NAME`` spelling, checked without importing anything.
+
+    :raises UnknownEnvError: for any other spelling
+    """
+    name = env_id[len(PETTINGZOO_PREFIX) :]
+    if not _PETTINGZOO_NAME.fullmatch(name):
+        raise UnknownEnvError(
+            f"unknown env '{env_id}': a PettingZoo env is spelled pettingzoo:FAMILY/NAME, e.g. {PETTINGZOO_EXAMPLE}"
+        )
+    return name
+
+
+def _pettingzoo_names() -> list[str]:
+    """The names in PettingZoo's registries, spelled as ``--env`` takes them (``classic/connect_four_v3``)."""
+    return sorted(
+        {re.sub(r"-v(\d+)$", r"_v\1", known) for known in (*pettingzoo.parallel_registry, *pettingzoo.aec_registry)}
+    )
+
+
+def resolve_pettingzoo_id(env_id: str) -> PettingZooSpec:
+    """Find the PettingZoo env ``pettingzoo:FAMILY/NAME`` names: in PettingZoo's registries (parallel first, so an env
+    with both APIs trains a shared policy), else as the module ``pettingzoo.FAMILY.NAME`` (its ``parallel_env``, else
+    its ``env``). ``NAME`` takes PettingZoo's ``_vN`` or the registry's ``-vN``.
+
+    :raises UnknownEnvError: in one line, for a bad spelling (with close matches), or an env whose extra packages are
+        not installed (naming them)
+    """
+    name = check_pettingzoo_id(env_id)
+    for kind in ("parallel", "aec"):
+        try:
+            spec = pettingzoo.spec(kind, name)
+        except PettingZooRegistryError:
+            continue
+        # Import the entry point now, so a missing package is reported here, in one line.
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pettingzoo.make(kind, spec).close()
+        except (FailedToImport, ImportError) as error:
+            raise UnknownEnvError(_missing_package(env_id, error)) from None
+        return PettingZooSpec(env_id, kind, functools.partial(pettingzoo.make, kind, spec.id))
+    module_name = "pettingzoo." + re.sub(r"-v(\d+)$", r"_v\1", name).replace("/", ".")
+    try:
+        with warnings.catch_warnings():
+            # PettingZoo >= 1.27 warns that its modules' env() is the old way; it is the way for envs outside its
+            # registry.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name is not None and not module_name.startswith(error.name):
+            raise UnknownEnvError(_missing_package(env_id, error)) from None
+        raise UnknownEnvError(f"unknown env '{env_id}': {_pettingzoo_hint(name)}") from None
+    except ImportError as error:
+        raise UnknownEnvError(_missing_package(env_id, error)) from None
+    for attribute, kind in (("parallel_env", "parallel"), ("env", "aec")):
+        factory = getattr(module, attribute, None)
+        if callable(factory):
+            return PettingZooSpec(env_id, kind, factory)
+    raise UnknownEnvError(f"unknown env '{env_id}': {module_name} has no parallel_env() or env()")
+
+
+def is_turn_based(env_id: str) -> bool:
+    """Whether ``env_id`` is a turn-based PettingZoo game (an AEC env played through ``PettingZooAECEnv``).
+
+    :raises UnknownEnvError: for a PettingZoo spelling that names no env
+    """
+    return is_pettingzoo_id(env_id) and resolve_pettingzoo_id(env_id).kind == "aec"
+
+
+def _missing_package(env_id: str, error: BaseException) -> str:
+    cause = error.__cause__ if isinstance(error.__cause__, ImportError) else error
+    missing = getattr(cause, "name", None) or str(cause)
+    family = env_id[len(PETTINGZOO_PREFIX) :].split("/")[0]
+    return (
+        f"{env_id} needs a package that is not installed ({missing}): pip install 'pettingzoo[{family}]' "
+        f"(or the package {missing})"
+    )
+
+
+def _pettingzoo_hint(name: str) -> str:
+    close = difflib.get_close_matches(re.sub(r"-v(\d+)$", r"_v\1", name), _pettingzoo_names(), n=3, cutoff=0.6)
+    if close:
+        return f"did you mean {' or '.join(repr(PETTINGZOO_PREFIX + known) for known in close)}?"
+    return f"no such PettingZoo env (e.g. {PETTINGZOO_EXAMPLE})"
+
+
+def _pettingzoo_kwargs_error(env_id: str, error: TypeError) -> ValueError:
+    return ValueError(f"bad env kwargs for {env_id}: {str(error).splitlines()[0]}")
+
+
+def _make_aec(spec: PettingZooSpec, env_kwargs: dict[str, Any] | None, render_mode: str | None) -> gym.Env:
+    try:
+        return PettingZooAECEnv(spec.factory, render_mode=render_mode, **(env_kwargs or {}))
+    except TypeError as error:
+        raise _pettingzoo_kwargs_error(spec.env_id, error) from None
+    except ValueError as error:  # spaces without masks, an unknown opponent or seat
+        raise ValueError(f"{spec.env_id}: {error}") from None
 
 
 class NoMaskError(ValueError):
@@ -80,7 +221,16 @@ def _bare(env_id: str) -> str:
 
 
 def _gym_make(env_id: str, env_kwargs: dict[str, Any] | None, render_mode: str | None) -> gym.Env:
-    """``gym.make`` with its errors as one-line ``ValueError`` (an unknown id gets the close matches)."""
+    """``gym.make`` with its errors as one-line ``ValueError`` (an unknown id gets the close matches); a PettingZoo
+    turn-based game becomes its :class:`~maskrl.envs.pettingzoo_aec.PettingZooAECEnv`."""
+    if is_pettingzoo_id(env_id):
+        spec = resolve_pettingzoo_id(env_id)
+        if spec.kind == "parallel":
+            raise ValueError(
+                f"{env_id} is a parallel PettingZoo env: it trains through make_masked_vec_env (one slot per agent), "
+                "not as one gymnasium env"
+            )
+        return _make_aec(spec, env_kwargs, render_mode)
     try:
         with warnings.catch_warnings():
             # gymnasium warns about outdated versions before raising its own, clearer, error about them.
@@ -88,6 +238,9 @@ def _gym_make(env_id: str, env_kwargs: dict[str, Any] | None, render_mode: str |
             return gym.make(env_id, render_mode=render_mode, **(env_kwargs or {}))
     except gym.error.NameNotFound:
         suggestions = suggest_env_ids(env_id)
+        if not suggestions:  # a PettingZoo env without its prefix: "connect_four_v3"
+            bare = env_id.lower().split("/")[-1]
+            suggestions = [PETTINGZOO_PREFIX + known for known in _pettingzoo_names() if known.split("/")[-1] == bare]
         hint = f"did you mean {' or '.join(repr(s) for s in suggestions)}?" if suggestions else "no such env"
         raise UnknownEnvError(f"unknown env '{env_id}': {hint}") from None
     except (gym.error.Error, ImportError) as error:  # other registry errors (versions, namespaces), module:EnvId
@@ -117,6 +270,15 @@ def describe_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvDe
 
     :raises ValueError: unknown env id (:class:`UnknownEnvError`) or bad env kwargs, in one line
     """
+    if is_pettingzoo_id(env_id) and (spec := resolve_pettingzoo_id(env_id)).kind == "parallel":
+        parallel = _make_parallel(spec, env_kwargs)
+        try:
+            observation_space, action_space = check_parallel_spaces(parallel)
+        except ValueError as error:
+            raise ValueError(f"{env_id}: {error}") from None
+        finally:
+            parallel.close()
+        return EnvDescription(observation_space, action_space, "observation")
     env = _gym_make(env_id, env_kwargs, None)
     try:
         source = _mask_source(env)
@@ -127,6 +289,13 @@ def describe_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvDe
         return EnvDescription(env.observation_space, env.action_space, source)
     finally:
         env.close()
+
+
+def _make_parallel(spec: PettingZooSpec, env_kwargs: dict[str, Any] | None) -> Any:
+    try:
+        return spec.factory(**(env_kwargs or {}))
+    except TypeError as error:
+        raise _pettingzoo_kwargs_error(spec.env_id, error) from None
 
 
 def make_masked_env(
@@ -180,7 +349,9 @@ def make_masked_vec_env(
     """Make ``n_envs`` copies of :func:`make_masked_env` in a ``DummyVecEnv`` or ``SubprocVecEnv``.
 
     One env is built in this process first, so a bad id or kwarg fails here with a clear message
-    rather than inside a worker process.
+    rather than inside a worker process. A parallel PettingZoo env gives a
+    :class:`~maskrl.envs.pettingzoo_vec_env.PettingZooVecEnv` of ``n_envs`` copies (one slot per agent of each;
+    ``"subproc"`` runs each copy in a worker process).
 
     :param seed: env ``i`` is seeded with ``seed + i`` at its first reset
     :param vec_env: ``"dummy"`` or ``"subproc"``
@@ -189,6 +360,16 @@ def make_masked_vec_env(
         raise ValueError(f"unknown vec env '{vec_env}'; known: {', '.join(VEC_ENVS)}")
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if is_pettingzoo_id(env_id) and (spec := resolve_pettingzoo_id(env_id)).kind == "parallel":
+        kwargs = dict(env_kwargs or {})
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
+        _make_parallel(spec, kwargs).close()  # a bad kwarg fails here, in one line
+        venv = PettingZooVecEnv(spec.factory, n_envs, kwargs, processes=vec_env == "subproc", keep_mask=sees_mask)
+        if seed is not None:
+            venv.seed(seed)
+            venv.action_space.seed(seed)
+        return venv
     make_masked_env(env_id, env_kwargs, sees_mask, needs_mask=needs_mask).close()
     # functools.partial of a module-level function pickles by reference: workers import maskrl.
     env_fn = functools.partial(make_masked_env, env_id, env_kwargs, sees_mask, render_mode, needs_mask)

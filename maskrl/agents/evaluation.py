@@ -7,6 +7,7 @@ views, frames); :func:`write_video`, :func:`write_gif` and :func:`write_json` wr
 finds the model zip and config of a run folder (or of a zip in one), :func:`load_model` loads a zip with SB3's
 ``ALGO.load`` (which unpickles it; :func:`maskrl.agents.safe_load.load_model_safely` does not).
 :func:`episode_summary` summarises episodes played elsewhere (the benchmarks' own envs) the same way.
+:func:`evaluate_against` plays a turn-based PettingZoo game against named opponents and gives win/draw/loss rates.
 
 Every problem the caller can fix (a path, a format, a model that does not fit the env) is an
 :class:`EvaluationError`, a ``ValueError`` in one line.
@@ -29,7 +30,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
-from maskrl.agents.env_setup import make_masked_vec_env
+from maskrl.agents.env_setup import describe_env, is_turn_based, make_masked_vec_env
 from maskrl.agents.registry import get_algo
 from maskrl.agents.run_folder import RunFolder
 from maskrl.agents.safe_load import read_config
@@ -42,7 +43,9 @@ __all__ = [
     "EvaluationError",
     "check_video_path",
     "episode_summary",
+    "evaluate_against",
     "evaluate_model",
+    "format_outcomes",
     "format_table",
     "load_model",
     "locate_model",
@@ -190,6 +193,74 @@ def evaluate_model(
         "seed": seed,
         **episode_summary(returns, lengths, collector),
     }
+
+
+def evaluate_against(
+    model: BaseAlgorithm,
+    algo: str,
+    env_id: str,
+    opponents: Sequence[str],
+    env_kwargs: dict[str, Any] | None = None,
+    n_episodes: int = 10,
+    deterministic: bool = True,
+    seed: int = 0,
+    render: str | None = None,
+    video: Path | None = None,
+) -> dict[str, Any]:
+    """Play a turn-based PettingZoo game (``pettingzoo:...``) with ``model`` against each named opponent.
+
+    The model plays ``n_episodes`` games against each opponent, its seat alternating (first, second, ...), through
+    :func:`evaluate_model` (so ``render`` and ``video`` apply: the video records the games against the first
+    opponent).
+
+    :param opponents: names of :data:`maskrl.agents.self_play.EVALUATION_OPPONENTS`
+    :return: :func:`evaluate_model`'s results against the first opponent, plus ``"opponents"``: per opponent, the
+        ``win``, ``draw`` and ``loss`` rates, ``return_mean``, ``invalid_action_rate`` and ``episodes``
+    :raises EvaluationError: an env that is not a turn-based game, an unknown opponent, or one that does not know the
+        game (the look-ahead player plays connect four and tic-tac-toe)
+    """
+    from maskrl.agents.self_play import EVALUATION_OPPONENTS, LookaheadOpponent
+
+    if not is_turn_based(env_id):
+        raise EvaluationError(f"--opponent is for turn-based PettingZoo games (pettingzoo:...), not {env_id}")
+    for name in opponents:
+        if name not in EVALUATION_OPPONENTS:
+            raise EvaluationError(f"unknown opponent {name!r}; known: {', '.join(EVALUATION_OPPONENTS)}")
+    if "lookahead" in opponents and not LookaheadOpponent.supports(describe_env(env_id, env_kwargs).observation_space):
+        raise EvaluationError(f"the look-ahead opponent plays connect four and tic-tac-toe, not {env_id}")
+    first: dict[str, Any] = {}
+    outcomes: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(opponents):
+        results = evaluate_model(
+            model,
+            algo,
+            env_id,
+            {**(env_kwargs or {}), "opponent": name},
+            n_episodes,
+            deterministic=deterministic,
+            seed=seed,
+            render=render,
+            video=video if index == 0 else None,
+        )
+        stats = results["env_stats"]
+        outcomes[name] = {
+            **{kind: stats[kind]["mean"] for kind in ("win", "draw", "loss")},
+            "return_mean": results["return_mean"],
+            "invalid_action_rate": results["invalid_action_rate"],
+            "episodes": n_episodes,
+        }
+        first = first or results
+    return {**first, "opponents": outcomes}
+
+
+def format_outcomes(outcomes: dict[str, dict[str, Any]]) -> str:
+    """:func:`evaluate_against`'s ``"opponents"`` as one line per opponent: win, draw and loss rates."""
+    width = max(len(name) for name in outcomes)
+    return "\n".join(
+        f"against {name + ':':<{width + 1}}  win {o['win']:.2f}  draw {o['draw']:.2f}  loss {o['loss']:.2f}  "
+        f"({o['episodes']} games, seats alternating)"
+        for name, o in outcomes.items()
+    )
 
 
 def play_episodes(

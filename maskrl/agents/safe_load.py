@@ -29,7 +29,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.utils import get_device
 
-from maskrl.agents.env_setup import make_masked_vec_env  # importing it registers maskrl's envs with gymnasium
+# Importing env_setup registers maskrl's envs with gymnasium.
+from maskrl.agents.env_setup import check_pettingzoo_id, is_pettingzoo_id, make_masked_vec_env
 from maskrl.agents.hyperparams import MAX_YAML_NODES, HyperparameterError, import_object, load_yaml
 from maskrl.agents.registry import AlgoSpec, build_model, get_algo
 from maskrl.agents.run_folder import RunFolder
@@ -106,6 +107,10 @@ def check_env_id(env_id: Any, what: str = f"env of {RunFolder.CONFIG}") -> str:
     it. An id already in gymnasium's registry was registered by code the user imported (maskrl's own envs,
     gymnasium's, those of packages the user imported), so making it runs only that code.
 
+    A PettingZoo spelling (``pettingzoo:FAMILY/NAME``) is accepted when its name is plain
+    (:func:`maskrl.agents.env_setup.check_pettingzoo_id`): it is looked up in PettingZoo's registries, filled by code
+    the user imported, or imported as a module of the installed ``pettingzoo`` package, never from elsewhere.
+
     :param env_id: the id from the config
     :param what: the field, for error messages
     :return: ``env_id``
@@ -113,6 +118,12 @@ def check_env_id(env_id: Any, what: str = f"env of {RunFolder.CONFIG}") -> str:
     """
     if not isinstance(env_id, str):
         raise SafeLoadError(f"{what} must be a gymnasium env id string, got {type(env_id).__name__}")
+    if is_pettingzoo_id(env_id):
+        try:
+            check_pettingzoo_id(env_id)
+        except ValueError as error:
+            raise SafeLoadError(f"refusing {what} {env_id!r}: {error}") from None
+        return env_id
     if ":" in env_id:
         raise SafeLoadError(
             f"refusing {what} {env_id!r}: an id with a module prefix (module:EnvId) makes gymnasium import that "

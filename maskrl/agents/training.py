@@ -58,6 +58,7 @@ from maskrl.agents.hyperparams import (
 )
 from maskrl.agents.registry import ALGOS, AlgoSpec, IncompatibleEnvError, build_model, check_algo_env, get_algo
 from maskrl.agents.run_folder import RunFolder, RunFolderError, RunInUseError
+from maskrl.agents.self_play import training_callbacks as self_play_callbacks
 from maskrl.masks import ACTION_MASK_KEY
 from maskrl.untrusted import first_line, read_json
 
@@ -597,12 +598,16 @@ def _learn(
 ) -> TrainingResult:
     """Train ``model`` up to the configured steps (from wherever it is), then save and evaluate the final model."""
     spec = get_algo(config["algo"])
-    n_envs = config["n_envs"]
+    # Env steps per callback call: the copies of the env, times their agents for a parallel PettingZoo env (one slot
+    # per agent).
+    n_envs = env.num_envs
     checkpoints = CheckpointCallback(
         config["save_freq"], run.checkpoints, keep=keep_checkpoints, resumes=resumes, verbose=int(verbose >= 2)
     )
     callbacks: list[BaseCallback] = [checkpoints, MaskStatsCallback()]
     callbacks += extra_callbacks(model, env, config["n_timesteps"], run)
+    # A turn-based PettingZoo game trains against an opponent pool, which snapshots of the learner join.
+    callbacks += self_play_callbacks(env)
     eval_env = None
     evaluation = None
     if config["eval_freq"] > 0:

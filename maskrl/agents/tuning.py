@@ -92,11 +92,19 @@ except ImportError:  # pragma: no cover - Windows: a study's file is then shared
 __all__ = [
     "COUNTED_STATES",
     "DEFAULT_N_TRIALS",
+    "PID_NAMESPACE",
+    "WORKER",
+    "ClaimLock",
+    "Heartbeat",
+    "Storage",
     "TrialEvaluation",
     "TuningError",
     "TuningOptions",
     "add_tuning_arguments",
     "default_study_name",
+    "fail_dead_workers",
+    "open_storage",
+    "quiet_optuna",
     "run_tuning",
     "stored_trial_hyperparams",
     "trial_hyperparams",
@@ -120,6 +128,8 @@ REPORT = "report.md"
 SETTINGS = "tuning.yml"
 #: The study user attribute holding the settings every worker of the study must share.
 SETTINGS_ATTR = "maskrl_settings"
+#: Tries at opening a database storage: workers started together on a new database collide creating its tables.
+SCHEMA_ATTEMPTS = 4
 #: Who runs a trial, recorded in it: the host and the pid (also how a dead worker of this host is recognised).
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -335,10 +345,12 @@ def stored_trial_hyperparams(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- storages ------------------------------------------------------------------------------------------------------
+# Shared with the benchmark studies (benchmarks/common.py), whose cells are trials of a study too: how a study's storage
+# is opened, how its workers exclude each other, how a running trial beats and how a dead worker's trial is found.
 
 
 @dataclass
-class _Storage:
+class Storage:
     """An opened storage, and how its workers exclude each other while they count and create trials.
 
     :param storage: what Optuna uses
@@ -357,12 +369,15 @@ class _Storage:
     heartbeat: RDBStorage | None = None
 
 
-def _open_storage(
+def open_storage(
     spec: str | None, folder: Path | None, heartbeat_interval: int | None, on_stale: Callable | None = None
-) -> _Storage:
+) -> Storage:
     """Open ``--storage`` (``None``: ``study.log`` in ``folder``).
 
+    :param spec: a database URL, a journal file, a folder holding ``study.log``, or ``None``
+    :param folder: where ``study.log`` goes without ``spec``
     :param heartbeat_interval: seconds between heartbeats for database storages (``None``: none, to read a study)
+    :param on_stale: called by :func:`optuna.storages.fail_stale_trials` with each trial it fails (database storages)
     :raises TuningError: a storage that cannot be opened
     """
     if spec is not None and "://" in spec:
@@ -382,16 +397,20 @@ def _open_storage(
         storage = JournalStorage(JournalFileBackend(str(path)))
     except OSError as error:
         raise TuningError(f"cannot open the journal file {path}: {error.strerror}") from None
-    return _Storage(storage, str(path), str(path if spec is None else spec), lock_file=_lock_file(path))
+    return Storage(storage, str(path), str(path if spec is None else spec), lock_file=_lock_file(path))
+
+
+#: The name tests/test_tuning_postgres.py imports.
+_open_storage = open_storage
 
 
 def _lock_file(path: Path) -> Path:
     return path.with_name(f"{path.name}.claim")
 
 
-def _open_database(url: str, heartbeat_interval: int | None, on_stale: Callable | None) -> _Storage:
+def _open_database(url: str, heartbeat_interval: int | None, on_stale: Callable | None) -> Storage:
     import sqlalchemy
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
     try:
         parsed = sqlalchemy.engine.make_url(url)
@@ -408,20 +427,28 @@ def _open_database(url: str, heartbeat_interval: int | None, on_stale: Callable 
         if driver is not None:
             parsed = parsed.set(drivername=f"postgresql+{driver}")
             url = parsed.render_as_string(hide_password=False)
-    try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as error:
-        raise TuningError(f"cannot open the storage {shown}: {_first_line(error)}") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            storage = RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=heartbeat_interval,
+                heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None,
+            )
+            break
+        except (IntegrityError, ProgrammingError) as error:
+            # Workers started together on a new database all create Optuna's tables: the first one does, the others
+            # collide with it ("duplicate key", "already exists") and find the tables there when they try again.
+            if attempt + 1 == SCHEMA_ATTEMPTS:
+                raise TuningError(f"cannot open the storage {shown}: {_first_line(error)}") from None
+            time.sleep(0.5 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as error:
+            raise TuningError(f"cannot open the storage {shown}: {_first_line(error)}") from None
     backend = parsed.get_backend_name()
     lock_file = None
     if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
         lock_file = _lock_file(Path(parsed.database))
-    return _Storage(
+    return Storage(
         storage,
         shown,
         shown,
@@ -431,7 +458,7 @@ def _open_database(url: str, heartbeat_interval: int | None, on_stale: Callable 
     )
 
 
-class _ClaimLock:
+class ClaimLock:
     """Held by one worker of a study at a time, while it counts the study's trials and creates its next one.
 
     Threads of one process take a thread lock; processes, a file lock (``flock``, released by the kernel when a
@@ -440,7 +467,7 @@ class _ClaimLock:
     overshoot ``--max-total-trials`` by a few trials.
     """
 
-    def __init__(self, storage: _Storage, study_name: str):
+    def __init__(self, storage: Storage, study_name: str):
         self._threads = threading.Lock()
         self._lock_file = storage.lock_file
         self._engine = None
@@ -484,7 +511,7 @@ class _ClaimLock:
             self._engine.dispose()
 
 
-class _Heartbeat:
+class Heartbeat:
     """Records a running trial's heartbeat every interval, in a thread (Optuna's ``optimize`` does the same for the
     trials it runs; this module runs its trials with ask-and-tell, which has no heartbeat of its own)."""
 
@@ -521,9 +548,14 @@ def _on_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     print(f"trial {trial.number}: FAIL (no heartbeat from {worker}: it died)", file=sys.stderr, flush=True)
 
 
-def _fail_dead_workers(study: optuna.Study) -> None:
+def fail_dead_workers(
+    study: optuna.Study, on_failed: Callable[[optuna.Study, FrozenTrial], None] | None = None
+) -> None:
     """Mark FAIL the RUNNING trials of workers of this host that are no longer alive (any storage, no heartbeat
-    needed); Optuna's heartbeat finds the others, on database storages."""
+    needed); Optuna's heartbeat finds the others, on database storages.
+
+    :param on_failed: called with each trial failed here (as it was, RUNNING), as a storage's ``on_stale`` is
+    """
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
@@ -535,6 +567,8 @@ def _fail_dead_workers(study: optuna.Study) -> None:
         except (ValueError, RuntimeError):  # another worker failed it first
             continue
         print(f"trial {trial.number}: FAIL (its worker, pid {pid}, is gone)", file=sys.stderr, flush=True)
+        if on_failed is not None:
+            on_failed(study, trial)
 
 
 def _alive(pid: int) -> bool:
@@ -710,7 +744,7 @@ def _objective(trial: optuna.Trial, setup: _Setup) -> float:
         env.close()
 
 
-def _run_trial(study: optuna.Study, trial: optuna.Trial, setup: _Setup, heartbeat: _Heartbeat) -> TrialState:
+def _run_trial(study: optuna.Study, trial: optuna.Trial, setup: _Setup, heartbeat: Heartbeat) -> TrialState:
     """Run ``trial`` to its end and tell the study how it ended; every error of the trial is its FAIL.
 
     :param heartbeat: the trial's heartbeat, started: stopped when the trial ends
@@ -737,14 +771,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, setup: _Setup, heartbea
 
 
 def _work(
-    study: optuna.Study, setup: _Setup, options: TuningOptions, lock: _ClaimLock, storage: _Storage, budget: _Budget
+    study: optuna.Study, setup: _Setup, options: TuningOptions, lock: ClaimLock, storage: Storage, budget: _Budget
 ) -> None:
     """One worker thread: claim a trial while holding the study's lock, run it, until the study or budget is done."""
     while not setup.stop.is_set():
         with lock.hold():
             if not budget.take():
                 return
-            _fail_dead_workers(study)
+            fail_dead_workers(study)
             if storage.heartbeat is not None:
                 optuna.storages.fail_stale_trials(study)
             counted = len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
@@ -754,7 +788,7 @@ def _work(
             trial.set_user_attr("worker", WORKER)
             trial.set_user_attr("pid_namespace", PID_NAMESPACE)
             # Its first heartbeat before the lock goes: no trial is ever RUNNING without one.
-            heartbeat = _Heartbeat(storage.heartbeat, trial)
+            heartbeat = Heartbeat(storage.heartbeat, trial)
             heartbeat.start()
         _run_trial(study, trial, setup, heartbeat)
 
@@ -915,10 +949,10 @@ def tune(
         context=SearchContext(algo, n_timesteps, n_envs, base),
         verbose=verbose,
     )
-    with _quiet_optuna(verbose):
+    with quiet_optuna(verbose):
         folder = _new_tuning_folder(log_folder, algo, env_id)
         try:
-            storage = _open_storage(options.storage, folder, options.heartbeat_interval, _on_stale_trial)
+            storage = open_storage(options.storage, folder, options.heartbeat_interval, _on_stale_trial)
             study, lock = _join_study(storage, study_name, settings, options, seed, n_evaluations)
         except TuningError:
             shutil.rmtree(folder)  # a refused study leaves nothing behind
@@ -950,13 +984,13 @@ def tune(
 
 
 def _join_study(
-    storage: _Storage,
+    storage: Storage,
     study_name: str,
     settings: dict[str, Any],
     options: TuningOptions,
     seed: int,
     n_evaluations: int,
-) -> tuple[optuna.Study, _ClaimLock]:
+) -> tuple[optuna.Study, ClaimLock]:
     """Create the study or load it, check that it was made with the same settings, and make its lock."""
     study = optuna.create_study(
         storage=storage.storage,
@@ -966,7 +1000,7 @@ def _join_study(
         sampler=_make_sampler(options, seed, shared=options.storage is not None),
         pruner=_make_pruner(options, n_evaluations),
     )
-    lock = _ClaimLock(storage, study_name)
+    lock = ClaimLock(storage, study_name)
     try:
         with lock.hold():  # two workers starting together: one records the settings, the other checks them
             _check_settings(study, settings, storage)
@@ -977,7 +1011,7 @@ def _join_study(
 
 
 def _start_line(
-    setup: _Setup, options: TuningOptions, study_name: str, storage: _Storage, folder: Path, lock: _ClaimLock
+    setup: _Setup, options: TuningOptions, study_name: str, storage: Storage, folder: Path, lock: ClaimLock
 ) -> str:
     cap = (
         f"until the study holds {options.max_total_trials} trials"
@@ -998,7 +1032,7 @@ def _start_line(
 
 
 @contextmanager
-def _quiet_optuna(verbose: int) -> Iterator[None]:
+def quiet_optuna(verbose: int) -> Iterator[None]:
     """Without Optuna's warnings about what this module does on purpose (experimental heartbeats and multivariate
     TPE; heartbeats with ask-and-tell, which it records in its own thread) and, below ``verbose`` 2, without Optuna's
     log lines (a line per trial is printed instead)."""
@@ -1014,9 +1048,7 @@ def _quiet_optuna(verbose: int) -> Iterator[None]:
             optuna.logging.set_verbosity(previous)
 
 
-def _run_workers(
-    study: optuna.Study, setup: _Setup, options: TuningOptions, lock: _ClaimLock, storage: _Storage
-) -> None:
+def _run_workers(study: optuna.Study, setup: _Setup, options: TuningOptions, lock: ClaimLock, storage: Storage) -> None:
     """Run ``--n-jobs`` worker threads; Ctrl-C stops the trials in progress (FAIL, "interrupted") and the workers."""
     budget = _Budget(None if options.max_total_trials is not None else options.n_trials)
     with ThreadPoolExecutor(options.n_jobs, thread_name_prefix="trial") as pool:
@@ -1037,7 +1069,7 @@ def _run_workers(
         future.result()
 
 
-def _check_settings(study: optuna.Study, settings: dict[str, Any], storage: _Storage) -> None:
+def _check_settings(study: optuna.Study, settings: dict[str, Any], storage: Storage) -> None:
     """Record the settings in a new study, or check that they are the study's: trials of one study must be
     comparable (the same env, budget, seed, evaluation and base hyperparameters)."""
     stored = study.user_attrs.get(SETTINGS_ATTR)
@@ -1175,7 +1207,7 @@ def trial_hyperparams(
     :param env_id: the env, for the default study name
     :raises TuningError: no such storage, study or trial, or a study of another algo
     """
-    opened = _open_storage(storage, None, None)
+    opened = open_storage(storage, None, None)
     name = study_name or (default_study_name(algo, env_id) if algo and env_id else None)
     names = optuna.get_all_study_names(opened.storage)
     if name not in names:

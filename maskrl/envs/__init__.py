@@ -7,8 +7,10 @@ from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks
 from maskrl.representation.window import TrajectoryWindow
 
 # PettingZoo style: ``from maskrl.envs import panda_herd_v0; panda_herd_v0.parallel_env()`` (importing the
-# module also registers ``maskrl/panda_herd_v0`` in PettingZoo's registries). The SB3 VecEnv for training one
-# shared policy on it is ``maskrl.envs.herd_vec_env.HerdVecEnv`` (not imported here: it needs SB3 and torch).
+# module also registers ``maskrl/panda_herd_v0`` in PettingZoo's registries). Any masked PettingZoo env trains
+# through ``maskrl.envs.pettingzoo_vec_env.PettingZooVecEnv`` (parallel envs: one slot per agent, one shared policy)
+# or ``maskrl.envs.pettingzoo_aec.PettingZooAECEnv`` (turn-based games: one seat against opponents); neither is
+# imported here: they need SB3 and torch.
 __all__ = ["ActionMasksToObservation", "DropMasks", "TrajectoryWindow", "panda_herd_v0"]
 
 # Entry points are strings: an env's module is imported when the env is made. Each id maps to (entry point, kwargs).
