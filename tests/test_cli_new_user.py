@@ -309,7 +309,9 @@ def test_list_shows_algos_and_maskrl_envs() -> None:
     for algo in ALGOS:
         assert f"  {algo} " in printed
     assert "maskrl/Kart-v0             ppo (500,000)" in printed
-    assert "ppo_nomask" in printed.splitlines()[-1]
+    lines = printed.splitlines()
+    assert "Any other gymnasium env id works too" in lines[-3] and "ppo_nomask" in lines[-3]
+    assert "pettingzoo:FAMILY/NAME" in lines[-1] and "pettingzoo:classic/connect_four_v3" in lines[-1]
 
 
 def test_device_cuda_without_a_gpu_warns_and_records_the_cpu(tmp_path: Path, capsys) -> None:
