@@ -4,35 +4,71 @@ Runs the same seeds for four policies (uniformly random valid actions, always ac
 without items, the heuristic driver with items) and prints a markdown table::
 
     python -m benchmarks.kart_baselines --episodes 100 --seed 0 --n-item-types 4
+
+``--model RUN_OR_ZIP`` (repeatable) adds trained agents to the table, on the same races: a run folder of an algorithm
+that reads the mask from the observation (``ppo``, ``a2c``, ...; its best model, else its final one) or one of its
+model zips, loaded safely (:func:`maskrl.agents.safe_load.load_model_safely`) and acting deterministically::
+
+    python -m benchmarks.kart_baselines --model runs/ppo/Kart-v0_1 --model runs/ppo/Kart-v0_1/final_model.zip
 """
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import command_line
 from maskrl.envs.kart import ACCELERATE, KartEnv, scripted_action
 
-Policy = Callable[[KartEnv, np.random.Generator], int]
+Observation = dict[str, np.ndarray]
+Policy = Callable[[KartEnv, Observation, np.random.Generator], int]
 
 
-def _random_valid(env: KartEnv, rng: np.random.Generator) -> int:
+def _random_valid(env: KartEnv, obs: Observation, rng: np.random.Generator) -> int:
     return int(rng.choice(np.flatnonzero(env.action_masks())))
 
 
 POLICIES: dict[str, Policy] = {
     "random valid": _random_valid,
-    "always accelerate": lambda env, rng: ACCELERATE,
-    "heuristic, no items": lambda env, rng: scripted_action(env, use_items=False),
-    "heuristic, items": lambda env, rng: scripted_action(env, use_items=True),
+    "always accelerate": lambda env, obs, rng: ACCELERATE,
+    "heuristic, no items": lambda env, obs, rng: scripted_action(env, use_items=False),
+    "heuristic, items": lambda env, obs, rng: scripted_action(env, use_items=True),
 }
+
+
+def model_policy(path: str, **env_kwargs: int) -> Policy:
+    """The deterministic policy of a trained agent: a run folder (its best model, else its final one) or a model zip.
+
+    :param env_kwargs: those of the races (:func:`run`'s), which the model's observation space must fit
+    :raises ValueError: in one line, for a model that cannot be loaded, does not read the mask from the observation or
+        was trained on other races
+    """
+    from maskrl.agents.registry import get_algo
+    from maskrl.agents.run_folder import RunFolder
+    from maskrl.agents.safe_load import load_model_safely, read_config
+
+    zip_path = Path(path)
+    if not zip_path.exists():
+        raise ValueError(f"{path}: no such run folder or model zip")
+    config = read_config(zip_path if zip_path.is_dir() else RunFolder.of_model(zip_path).path)
+    if not get_algo(config["algo"]).sees_mask:
+        raise ValueError(f"{path}: --algo {config['algo']} does not read the mask from the observation")
+    model = load_model_safely(path, device="cpu")
+    if config["env"] != "maskrl/Kart-v0" or model.observation_space != KartEnv(**env_kwargs).observation_space:
+        raise ValueError(f"{path}: trained on {config['env']} {config.get('env_kwargs') or {}}, not on these races")
+
+    def policy(env: KartEnv, obs: Observation, rng: np.random.Generator) -> int:
+        action, _ = model.predict(obs, deterministic=True)
+        return int(action)
+
+    return policy
 
 
 def run(policy: Policy, episodes: int, seed: int, **env_kwargs: int) -> dict[str, np.ndarray]:
     """Play ``episodes`` episodes with seeds ``seed, seed + 1, ...`` and return per-episode statistics.
 
-    :param policy: maps (env, rng) to an action.
+    :param policy: maps (env, observation, rng) to an action.
     :param episodes: number of episodes.
     :param seed: seed of the first episode; the policy's own RNG is seeded with it too.
     :param env_kwargs: passed to :class:`KartEnv`.
@@ -42,10 +78,10 @@ def run(policy: Policy, episodes: int, seed: int, **env_kwargs: int) -> dict[str
     rng = np.random.default_rng(seed)
     rows = []
     for ep in range(episodes):
-        env.reset(seed=seed + ep)
+        obs, _ = env.reset(seed=seed + ep)
         total, done, info = 0.0, False, {}
         while not done:
-            _, reward, terminated, truncated, info = env.step(policy(env, rng))
+            obs, reward, terminated, truncated, info = env.step(policy(env, obs, rng))
             total += reward
             done = terminated or truncated
         stats = info["episode_stats"]
@@ -69,7 +105,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-item-types", type=int, default=4)
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="RUN_OR_ZIP",
+        help="also play a trained agent (run folder or model zip; masked algos), deterministically; repeatable",
+    )
     args = parser.parse_args(argv)
+    policies = dict(POLICIES)
+    for path in args.model:
+        try:
+            policies[path] = model_policy(path, n_item_types=args.n_item_types)
+        except ValueError as error:
+            parser.error(str(error))
 
     print(f"`{command_line(__spec__.name, argv)}`\n")
     print(
@@ -78,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("| policy | return (mean ± std) | mean final rank | win rate | items used | episode length | finished |")
     print("|---|---|---|---|---|---|---|")
-    for name, policy in POLICIES.items():
+    for name, policy in policies.items():
         r = run(policy, args.episodes, args.seed, n_item_types=args.n_item_types)
         print(
             f"| {name} | {r['return'].mean():.2f} ± {r['return'].std():.2f} | {r['rank'].mean():.2f} | "

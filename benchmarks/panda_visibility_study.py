@@ -21,6 +21,7 @@ Run: ``python -m benchmarks.panda_visibility_study --out docs/panda_visibility``
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def table(results: list[Record]) -> str:
     groups = dict(by_variant(results, VARIANTS))
     intervals = iqm_intervals({variant: [r["eval_return_mean"] for r in runs] for variant, runs in groups.items()})
     lines = [
-        "| variant | seeds | final eval return: IQM [95% CI] | mean ± std | last training return | "
+        "| variant | seeds | final eval return: IQM [95% CI] | mean ± std | last training return (mean) | "
         "watermelons eaten | caught | CPU minutes per run |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -121,21 +122,30 @@ def table(results: list[Record]) -> str:
             f"| {variant} | {len(runs)} | {intervals[variant].text()} | {mean_std(returns)} | {np.mean(last):.2f} "
             f"| {eaten:.2f} | {caught:.2f} | {minutes:.1f} |"
         )
-    return "\n".join([*lines, "", gap(groups)])
+    final = gap(groups, lambda r: r["eval_return_mean"], "final eval return")
+    training = gap(groups, lambda r: r["curve_returns"][-1], "last training return")
+    return "\n".join([*lines, "", f"- {final}", f"- {training}"])
 
 
-def gap(groups: dict[str, list[Record]], variant: str = "masked", baseline: str = "unmasked") -> str:
-    """One line: does ``variant`` separate from ``baseline``? Whether their IQM intervals overlap, and the IQM
-    difference with its own 95% interval."""
+def gap(
+    groups: dict[str, list[Record]],
+    score: Callable[[Record], float],
+    name: str,
+    variant: str = "masked",
+    baseline: str = "unmasked",
+) -> str:
+    """One line: does ``variant`` separate from ``baseline`` on ``score`` (one per run)? Their IQMs with 95% intervals,
+    whether these overlap, and the IQM difference with its own 95% interval."""
     if variant not in groups or baseline not in groups:
-        return f"{variant} - {baseline}: not both in the results"
-    scores = {name: [r["eval_return_mean"] for r in groups[name]] for name in (variant, baseline)}
+        return f"{name}: {variant} and {baseline} are not both in the results"
+    scores = {key: [score(r) for r in groups[key]] for key in (variant, baseline)}
     intervals = iqm_intervals(scores)
     difference = iqm_difference(scores[variant], scores[baseline])
     overlap = "overlap" if intervals[variant].overlaps(intervals[baseline]) else "do not overlap"
     return (
-        f"{variant} - {baseline}: IQM difference {difference.text('+.2f')} (95% CI; it "
-        f"{'excludes' if difference.excludes_zero() else 'includes'} 0); their IQM intervals {overlap}."
+        f"{name}: {variant} {intervals[variant].text()}, {baseline} {intervals[baseline].text()} (IQM [95% CI]; the "
+        f"intervals {overlap}); difference {difference.text('+.2f')}, which "
+        f"{'excludes' if difference.excludes_zero() else 'includes'} 0"
     )
 
 

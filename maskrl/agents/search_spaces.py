@@ -6,10 +6,12 @@ name, ``net_arch`` as a list), so a trial's hyperparameters can be written back 
 Only the tuned keys are returned; :func:`merge_hyperparams` lays them over the env file's section, keeping what is
 not tuned (a features extractor, ``n_envs``, ``env_kwargs``, ...).
 
-The ranges follow rl-baselines3-zoo's (``rl_zoo3/hyperparams_opt.py``) with one difference: choices that only make
+The ranges follow rl-baselines3-zoo's (``rl_zoo3/hyperparams_opt.py``) with two differences. Choices that only make
 sense for a budget (rollout length, replay buffer, warm-up, target-network period) are cut to the per-trial budget of
 the study, so that every trial learns something (at least 4 rollouts; a buffer no larger than the budget) whatever
 ``-n`` is. The budget and ``n_envs`` are fixed for a whole study, so each parameter keeps one distribution in it.
+And PPO's minibatches go up to 2048 (the zoo stops at 512): with many envs a rollout holds tens of thousands of steps,
+and on a CPU a large minibatch is what keeps an epoch over it cheap.
 Masking changes none of these knobs: the masked algorithms (``ppo``, ``a2c``, ``ppo_lstm``, ``dqn``, ``qrdqn``) share
 their space with their unmasked baselines (``*_nomask``), ``maskable_ppo`` and the PPO variants.
 """
@@ -88,7 +90,7 @@ def _one_minus(trial: optuna.Trial, name: str, low: float, high: float) -> float
 def sample_ppo(trial: optuna.Trial, context: SearchContext) -> dict[str, Any]:
     """PPO and its variants (``ppo``, ``ppo_nomask``, ``ppo_naive``, ``maskable_ppo``, ``ppo_contrastive``)."""
     n_steps = trial.suggest_categorical("n_steps", _rollout_lengths(context, 16, 2048))
-    batch_size = trial.suggest_categorical("batch_size", [32, 64, 128, 256, 512])
+    batch_size = trial.suggest_categorical("batch_size", [32, 64, 128, 256, 512, 1024, 2048])
     return {
         "n_steps": n_steps,
         # A minibatch larger than the rollout is the rollout (SB3 asserts on nothing but warns on every update).
