@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 import maskrl  # noqa: F401 - registers the maskrl/ envs, also inside SubprocVecEnv workers
 from maskrl.envs.pettingzoo_aec import PettingZooAECEnv
-from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv, check_parallel_spaces
+from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv, check_agent_spaces
 from maskrl.envs.wrappers import ActionMasksToObservation, DropMasks, InfoActionMaskToObservation
 from maskrl.masks import ACTION_MASK_KEY
 
@@ -273,7 +273,7 @@ def describe_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> EnvDe
     if is_pettingzoo_id(env_id) and (spec := resolve_pettingzoo_id(env_id)).kind == "parallel":
         parallel = _make_parallel(spec, env_kwargs)
         try:
-            observation_space, action_space = check_parallel_spaces(parallel)
+            observation_space, action_space = check_agent_spaces(parallel)
         except ValueError as error:
             raise ValueError(f"{env_id}: {error}") from None
         finally:

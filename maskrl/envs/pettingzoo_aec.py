@@ -60,38 +60,15 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 from pettingzoo import AECEnv
 
+from maskrl.envs.pettingzoo_vec_env import check_agent_spaces
 from maskrl.masks import ACTION_MASK_KEY
 
-__all__ = ["SEATS", "PettingZooAECEnv", "check_aec_spaces"]
+__all__ = ["SEATS", "PettingZooAECEnv"]
 
 #: The seat rules besides a fixed seat index.
 SEATS = ("alternate", "random")
-
-
-def check_aec_spaces(game: AECEnv) -> tuple[spaces.Dict, spaces.Discrete]:
-    """The observation and action spaces every player of ``game`` shares, with the mask as an int8 ``Box``.
-
-    :raises ValueError: in one line, for players with different spaces, observations without an ``"action_mask"``
-        key, or actions that are not ``Discrete``
-    """
-    agents = list(game.possible_agents)
-    obs_space, act_space = game.observation_space(agents[0]), game.action_space(agents[0])
-    for agent in agents[1:]:
-        if game.observation_space(agent) != obs_space or game.action_space(agent) != act_space:
-            raise ValueError(f"all players must share one observation and one action space; {agent!r} differs")
-    if not isinstance(obs_space, spaces.Dict) or ACTION_MASK_KEY not in obs_space.spaces:
-        raise ValueError(
-            f"the players' observations must be a Dict with an '{ACTION_MASK_KEY}' key (PettingZoo's convention), "
-            f"got {obs_space}"
-        )
-    if not isinstance(act_space, spaces.Discrete):
-        raise ValueError(f"the players' actions must be Discrete, got {act_space}")
-    keys = {key: sub for key, sub in obs_space.spaces.items() if key != ACTION_MASK_KEY}
-    keys[ACTION_MASK_KEY] = spaces.Box(0, 1, obs_space[ACTION_MASK_KEY].shape, np.int8)
-    return spaces.Dict(keys), act_space
 
 
 class PettingZooAECEnv(gym.Env[dict[str, np.ndarray], int]):
@@ -103,8 +80,8 @@ class PettingZooAECEnv(gym.Env[dict[str, np.ndarray], int]):
     :param seat: ``"alternate"``, ``"random"`` or a seat index
     :param render_mode: passed to ``env_fn`` when given
     :param game_kwargs: passed to ``env_fn``
-    :raises ValueError: in one line, for a game whose spaces do not fit (:func:`check_aec_spaces`), an unknown
-        opponent or seat
+    :raises ValueError: in one line, for a game whose spaces do not fit
+        (:func:`~maskrl.envs.pettingzoo_vec_env.check_agent_spaces`), an unknown opponent or seat
     """
 
     def __init__(
@@ -119,7 +96,7 @@ class PettingZooAECEnv(gym.Env[dict[str, np.ndarray], int]):
 
         extra = {"render_mode": render_mode} if render_mode is not None else {}
         self.game: AECEnv = env_fn(**game_kwargs, **extra)
-        self.observation_space, self.action_space = check_aec_spaces(self.game)
+        self.observation_space, self.action_space = check_agent_spaces(self.game)
         self.players: list[Any] = list(self.game.possible_agents)
         if isinstance(seat, bool) or not (seat in SEATS or isinstance(seat, int | np.integer)):
             raise ValueError(f"seat must be {', '.join(SEATS)} or a seat index, got {seat!r}")

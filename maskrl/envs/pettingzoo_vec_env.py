@@ -82,7 +82,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env.base_vec_env import (
     CloudpickleWrapper,
@@ -95,16 +95,16 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 from maskrl.checks import check_int
 from maskrl.masks import ACTION_MASK_KEY, MASK_KEYS
 
-__all__ = ["DEAD_ACTION", "PettingZooVecEnv", "check_parallel_spaces"]
+__all__ = ["DEAD_ACTION", "PettingZooVecEnv", "check_agent_spaces"]
 
 #: the only valid action of a dead slot by default (PettingZoo's no-op where an env has one; the herd's ``STAY``)
 DEAD_ACTION = 0
 
 
-def check_parallel_spaces(env: ParallelEnv) -> tuple[spaces.Dict, spaces.Discrete]:
+def check_agent_spaces(env: ParallelEnv | AECEnv) -> tuple[spaces.Dict, spaces.Discrete]:
     """The observation and action spaces every agent of ``env`` shares, with the mask as an int8 ``Box``.
 
-    :param env: a PettingZoo ``ParallelEnv``
+    :param env: a PettingZoo ``ParallelEnv``, or an ``AECEnv`` (its players)
     :raises ValueError: in one line, for agents with different spaces, observations without an ``"action_mask"``
         key, a mask that does not fit the actions, or actions that are not ``Discrete``
     """
@@ -139,7 +139,7 @@ class _Copy:
     def __init__(self, env_fn: Callable[[], ParallelEnv], dead_action: int | None) -> None:
         self.env = env_fn()
         self.agents: list[Any] = list(self.env.possible_agents)
-        self.space, _ = check_parallel_spaces(self.env)
+        self.space, _ = check_agent_spaces(self.env)
         n = len(self.agents)
         self.keys = list(self.space.spaces)
         self.buf = {key: np.zeros((n, *sub.shape), dtype=sub.dtype) for key, sub in self.space.spaces.items()}
@@ -325,7 +325,7 @@ class PettingZooVecEnv(VecEnv):
     :param dead_action: the one valid action of a dead slot; ``None``: every action
     :param start_method: multiprocessing start method of the workers (default: ``forkserver`` where available, else
         ``spawn``, as SB3's ``SubprocVecEnv``)
-    :raises ValueError: in one line, for an env whose agents' spaces do not fit (see :func:`check_parallel_spaces`)
+    :raises ValueError: in one line, for an env whose agents' spaces do not fit (see :func:`check_agent_spaces`)
         or a ``dead_action`` outside the action space
     """
 
@@ -345,7 +345,7 @@ class PettingZooVecEnv(VecEnv):
         # One env here first: its spaces, and a bad env or kwarg fails in this process, not in a worker.
         probe = env_fn(**self.env_kwargs)
         try:
-            space, act_space = check_parallel_spaces(probe)
+            space, act_space = check_agent_spaces(probe)
             self.possible_agents: list[Any] = list(probe.possible_agents)
         finally:
             if processes:
