@@ -11,7 +11,7 @@ $(VENV)/.installed: setup.cfg constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-# Train the default agent (masked PPO on maskrl/Kart-v0); pass more flags with ARGS="...".
+# Train the default agent (masked PPO on maskrl/Kart-v1); pass more flags with ARGS="...".
 train: $(VENV)/.installed
 	$(PY) train.py $(ARGS)
 

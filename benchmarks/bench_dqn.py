@@ -4,8 +4,8 @@ Two variants train with the ``dqn`` hyperparameters of ``maskrl/agents/hyperpara
 network (MLP ``[64, 64]``); they differ only in the mask:
 
 - ``masked``: :class:`maskrl.agents.dqn.MaskedDQN` with :class:`~maskrl.policies.q_policies.MaskedDQNPolicy`; the int8
-  mask travels in the ``Dict`` observation, through SB3's ``DictReplayBuffer``, into the greedy action, the
-  exploration and the TD target;
+  mask travels in the ``Dict`` observation, through maskrl's ``MaskedReplayBuffer`` (SB3's ``DictReplayBuffer`` with
+  the features and the mask in one array each), into the greedy action, the exploration and the TD target;
 - ``unmasked``: SB3's ``DQN`` with ``MlpPolicy`` on the observation without the mask (a ``Box``, SB3's flat
   ``ReplayBuffer``): no mask work at all. The target (masked >= 0.95x this) is measured against it.
 - ``unmasked_dict``: SB3's ``DQN`` with ``MultiInputPolicy`` on ``Dict(observation=...)``, the same observation with

@@ -17,6 +17,10 @@ included) and the mean task return (penalty removed) of the training episodes th
 return is smoothed over 3 windows, as the PPO study smooths over 3 rollouts. Unlike the PPO study, the steps to
 the threshold are where the seed-mean curve reaches it *and stays* (:func:`benchmarks.common.steps_to_stay`).
 
+The report sums up each cell's final returns over seeds by their interquartile mean with its 95% stratified bootstrap
+interval (:mod:`benchmarks.statistics`) next to their mean ± std, and gives one line per size and baseline: the IQM
+difference between the masked variant and that baseline, with its own interval, and whether it excludes 0.
+
 ``--taxi`` runs the external-env comparison instead: masked DQN vs plain DQN on gymnasium's ``Taxi-v4``, whose mask
 comes in ``info["action_mask"]`` (``maskrl.agents.env_setup`` puts it into the observation), with the
 ``dqn`` settings of ``maskrl/agents/hyperparams/Taxi-v4.yml`` (those of the Taxi learning check in
@@ -34,7 +38,7 @@ comes in ``info["action_mask"]`` (``maskrl.agents.env_setup`` puts it into the o
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -45,17 +49,21 @@ from benchmarks.common import (
     ResultsFile,
     StudyParser,
     TrainingCurves,
+    by_variant,
     command_line,
     evaluate,
     evaluate_kart,
     learn,
     long_table,
-    paper_table,
+    mean_or_none,
+    mean_std,
     plot_sizes,
+    size_name,
     steps_to_stay,
     study_runs,
     summarise,
 )
+from benchmarks.statistics import gap, iqm_intervals
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
@@ -71,6 +79,8 @@ VARIANTS: dict[str, tuple[str, float]] = {
 }
 TAXI_VARIANTS = {"masked": "dqn", "no_mask": "dqn_nomask"}
 COLORS = {"masked": "C0", "penalty_-0.1": "C4", "penalty_0": "C2", "no_mask": "C2"}
+#: the share of a run's last training windows its final training return is the mean of (as in the summary tables)
+TAIL = 0.2
 
 
 def evaluate_taxi(model: BaseAlgorithm, n_episodes: int, sees_mask: bool) -> dict[str, float]:
@@ -117,8 +127,61 @@ def run(variant: str, size: int, seed: int, timesteps: int, eval_freq: int, eval
     }
 
 
+def final_eval_return(run: Record) -> float:
+    """The run's last deterministic evaluation return."""
+    return run["eval"][-1]["return"]
+
+
+def final_training_return(run: Record) -> float:
+    """The run's training return (penalty removed) averaged over the last ``TAIL`` of its windows, as the summary's
+    "final training return" (NaN if none of these windows saw an episode end)."""
+    rows = run["rollouts"]
+    value = mean_or_none([row["train_return"] for row in rows[len(rows) - max(1, round(TAIL * len(rows))) :]])
+    return float("nan") if value is None else value
+
+
+#: the measures the report sums up with IQMs: (name, a run's score)
+MEASURES: tuple[tuple[str, Callable[[Record], float]], ...] = (
+    ("final eval return", final_eval_return),
+    ("final training return", final_training_return),
+)
+
+
+def iqm_table(results: Sequence[Record], variants: Sequence[str]) -> str:
+    """One row per size and variant: per measure of ``MEASURES``, the IQM over seeds with its 95% interval and the
+    mean ± std; then, per size and variant other than the first (masked), one line per measure with the IQM
+    difference between the first variant and it (:func:`benchmarks.statistics.gap`).
+
+    :param results: run records of one env (Kart sizes, or Taxi: size 0)
+    :param variants: the variants in table order, the masked one first
+    """
+    header = "".join(f" {name}: IQM [95% CI] | mean ± std |" for name, _ in MEASURES)
+    lines = ["| item types | variant | seeds |" + header, "|---:|---|---:|" + "---:|---:|" * len(MEASURES)]
+    differences: dict[str, list[str]] = {name: [] for name, _ in MEASURES}
+    for size in sorted({r["n_item_types"] for r in results}):
+        groups = dict(by_variant([r for r in results if r["n_item_types"] == size], variants))
+        columns = {
+            name: (iqm_intervals({v: [score(r) for r in runs] for v, runs in groups.items()}), score)
+            for name, score in MEASURES
+        }
+        for variant, runs in groups.items():
+            cells = "".join(
+                f" {intervals[variant].text()} | {mean_std([score(r) for r in runs])} |"
+                for intervals, score in columns.values()
+            )
+            lines.append(f"| {size or 'Taxi'} | {variant} | {len(runs)} |{cells}")
+        for baseline in variants[1:]:
+            for name, (intervals, score) in columns.items():
+                line = gap(groups, score, size_name(size), variants[0], baseline, intervals)
+                differences[name].append(f"- {line}")
+    parts = ["\n".join(lines)]
+    for name, found in differences.items():
+        parts.append(f"{name.capitalize()}, {variants[0]} against each baseline:\n\n" + "\n".join(found))
+    return "\n\n".join(parts)
+
+
 def report(results: Sequence[Record], out: Path) -> str:
-    """Draw the plot into ``out`` and return the markdown tables."""
+    """Draw the plot into ``out`` and return the markdown tables and the IQM differences."""
     rows = [
         CurveRow("eval", "return", "deterministic eval return"),
         CurveRow("rollouts", "train_return", "training return", smooth=3),
@@ -130,13 +193,10 @@ def report(results: Sequence[Record], out: Path) -> str:
     parts = []
     if kart:
         summary = summarise(kart, list(VARIANTS), steps_to_stay)
-        parts += [
-            f"Deterministic evaluation return:\n\n{paper_table(summary, list(VARIANTS))}",
-            f"Training return (no penalty):\n\n{paper_table(summary, list(VARIANTS), training=True)}",
-            long_table(summary, with_kl=False),
-        ]
+        parts += [iqm_table(kart, list(VARIANTS)), long_table(summary, with_kl=False)]
     if taxi:
-        parts.append(f"Taxi-v4:\n\n{long_table(summarise(taxi, list(TAXI_VARIANTS), steps_to_stay), with_kl=False)}")
+        summary = summarise(taxi, list(TAXI_VARIANTS), steps_to_stay)
+        parts += ["Taxi-v4:", iqm_table(taxi, list(TAXI_VARIANTS)), long_table(summary, with_kl=False)]
     return "\n\n".join(parts)
 
 

@@ -1,4 +1,6 @@
-"""Scripted-policy baselines for ``maskrl/Kart-v0``: do items matter, and how far is random from a decent driver?
+"""Scripted-policy baselines for ``maskrl/Kart-v1``: do items matter, and how far is random from a decent driver?
+
+The races are those of ``maskrl/Kart-v0`` too (the versions differ only in the observation).
 
 Runs the same seeds for four policies (uniformly random valid actions, always accelerate, the heuristic driver
 without items, the heuristic driver with items) and prints a markdown table::
@@ -7,9 +9,10 @@ without items, the heuristic driver with items) and prints a markdown table::
 
 ``--model RUN_OR_ZIP`` (repeatable) adds trained agents to the table, on the same races: a run folder of an algorithm
 that reads the mask from the observation (``ppo``, ``a2c``, ...; its best model, else its final one) or one of its
-model zips, loaded safely (:func:`maskrl.agents.safe_load.load_model_safely`) and acting deterministically::
+model zips, loaded safely (:func:`maskrl.agents.safe_load.load_model_safely`) and acting deterministically. Agents
+trained on ``maskrl/Kart-v0`` drive the same races, seeing the observation without its skid warnings::
 
-    python -m benchmarks.kart_baselines --model runs/ppo/Kart-v0_1 --model runs/ppo/Kart-v0_1/final_model.zip
+    python -m benchmarks.kart_baselines --model runs/ppo/Kart-v1_1 --model runs/ppo/Kart-v1_1/final_model.zip
 """
 
 import argparse
@@ -55,10 +58,15 @@ def model_policy(path: str, **env_kwargs: int) -> Policy:
     if not get_algo(config["algo"]).sees_mask:
         raise ValueError(f"{path}: --algo {config['algo']} does not read the mask from the observation")
     model = load_model_safely(path, device="cpu")
-    if config["env"] != "maskrl/Kart-v0" or model.observation_space != KartEnv(**env_kwargs).observation_space:
+    v0 = config["env"] == "maskrl/Kart-v0"
+    if config["env"] not in ("maskrl/Kart-v0", "maskrl/Kart-v1") or (
+        model.observation_space != KartEnv(skid_warnings=not v0, **env_kwargs).observation_space
+    ):
         raise ValueError(f"{path}: trained on {config['env']} {config.get('env_kwargs') or {}}, not on these races")
 
     def policy(env: KartEnv, obs: Observation, rng: np.random.Generator) -> int:
+        if v0:
+            obs = {**obs, "observation": np.delete(obs["observation"], env.obs_layout["skid"])}
         action, _ = model.predict(obs, deterministic=True)
         return int(action)
 
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"`{command_line(__spec__.name, argv)}`\n")
     print(
-        f"maskrl/Kart-v0, n_item_types={args.n_item_types}, {args.episodes} episodes (seeds {args.seed}.."
+        f"maskrl/Kart-v1, n_item_types={args.n_item_types}, {args.episodes} episodes (seeds {args.seed}.."
         f"{args.seed + args.episodes - 1})\n"
     )
     print("| policy | return (mean ± std) | mean final rank | win rate | items used | episode length | finished |")

@@ -21,7 +21,6 @@ Run: ``python -m benchmarks.panda_visibility_study --out docs/panda_visibility``
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from benchmarks.common import (
     study_runs,
     variant_bands,
 )
-from benchmarks.statistics import iqm_difference, iqm_intervals
+from benchmarks.statistics import gap, iqm_intervals
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.policies import EntityAttentionExtractor, MaskedActorCriticPolicy, MaskedMultiInputPolicy
@@ -125,28 +124,6 @@ def table(results: list[Record]) -> str:
     final = gap(groups, lambda r: r["eval_return_mean"], "final eval return")
     training = gap(groups, lambda r: r["curve_returns"][-1], "last training return")
     return "\n".join([*lines, "", f"- {final}", f"- {training}"])
-
-
-def gap(
-    groups: dict[str, list[Record]],
-    score: Callable[[Record], float],
-    name: str,
-    variant: str = "masked",
-    baseline: str = "unmasked",
-) -> str:
-    """One line: does ``variant`` separate from ``baseline`` on ``score`` (one per run)? Their IQMs with 95% intervals,
-    whether these overlap, and the IQM difference with its own 95% interval."""
-    if variant not in groups or baseline not in groups:
-        return f"{name}: {variant} and {baseline} are not both in the results"
-    scores = {key: [score(r) for r in groups[key]] for key in (variant, baseline)}
-    intervals = iqm_intervals(scores)
-    difference = iqm_difference(scores[variant], scores[baseline])
-    overlap = "overlap" if intervals[variant].overlaps(intervals[baseline]) else "do not overlap"
-    return (
-        f"{name}: {variant} {intervals[variant].text()}, {baseline} {intervals[baseline].text()} (IQM [95% CI]; the "
-        f"intervals {overlap}); difference {difference.text('+.2f')}, which "
-        f"{'excludes' if difference.excludes_zero() else 'includes'} 0"
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

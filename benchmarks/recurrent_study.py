@@ -57,6 +57,7 @@ from benchmarks.common import (
     uptime,
     variant_bands,
 )
+from benchmarks.statistics import iqm_difference, iqm_intervals
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.policies import MaskedActorCriticPolicy, MaskedRecurrentActorCriticPolicy
 
@@ -155,25 +156,47 @@ def plot(results: list[Record], path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+#: The IQM differences reported (deterministic evaluation): variant minus baseline.
+COMPARISONS = (("lstm_masked", "ff_masked"), ("lstm_nomask", "ff_masked"), ("lstm_masked", "lstm_nomask"))
+
+
+def _final_return(run: Record, mode: str) -> float:
+    return run["eval"][mode]["return_mean"]
+
+
 def tables(results: list[Record]) -> str:
+    """Per variant, the final evaluation return over seeds (IQM with its 95% stratified bootstrap interval, and mean ±
+    std), the eval statistics and minutes per run; then the IQM differences of :data:`COMPARISONS`; then every run."""
+    groups = dict(by_variant(results, ALL_VARIANTS))
+    det_scores = {variant: [_final_return(r, "deterministic") for r in runs] for variant, runs in groups.items()}
+    sto_scores = {variant: [_final_return(r, "stochastic") for r in runs] for variant, runs in groups.items()}
+    det_intervals, sto_intervals = iqm_intervals(det_scores), iqm_intervals(sto_scores)
     lines = [
-        "| variant | seeds | eval return, deterministic | eval return, stochastic | last training return | "
-        "watermelons | caught | invalid actions (eval, det. / stoch.) | invalid actions (training, last 10 rollouts) "
-        "| minutes per run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | seeds | eval return, det.: IQM [95% CI] | mean ± std | eval return, stoch.: IQM [95% CI] | "
+        "last training return | watermelons | caught | invalid actions (eval det. / stoch.) | invalid actions "
+        "(training, last 10 rollouts) | minutes per run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for variant, runs in by_variant(results, ALL_VARIANTS):
+    for variant, runs in groups.items():
         det = [r["eval"]["deterministic"] for r in runs]
         sto = [r["eval"]["stochastic"] for r in runs]
         lines.append(
-            f"| {LABELS[variant]} | {len(runs)} | {mean_std([e['return_mean'] for e in det])} "
-            f"| {mean_std([e['return_mean'] for e in sto])} | {mean_std([r['curve_returns'][-1] for r in runs])} "
+            f"| {LABELS[variant]} | {len(runs)} | {det_intervals[variant].text()} | {mean_std(det_scores[variant])} "
+            f"| {sto_intervals[variant].text()} | {mean_std([r['curve_returns'][-1] for r in runs])} "
             f"| {np.mean([e['watermelons_eaten'] for e in det]):.2f} | {np.mean([e['caught'] for e in det]):.2f} "
             f"| {100 * np.mean([e['invalid_action_rate'] for e in det]):.1f}% / "
             f"{100 * np.mean([e['invalid_action_rate'] for e in sto]):.1f}% "
             f"| {100 * np.mean([r['train_invalid_action_rate_last10'] for r in runs]):.1f}% "
             f"| {np.mean([r['seconds'] for r in runs]) / 60:.1f} |"
         )
+    lines += ["", "| comparison (deterministic evaluation) | IQM difference [95% CI] | separates? |", "|---|---:|---|"]
+    for variant, baseline in COMPARISONS:
+        if variant in groups and baseline in groups:
+            difference = iqm_difference(det_scores[variant], det_scores[baseline])
+            lines.append(
+                f"| {LABELS[variant]} minus {LABELS[baseline]} | {difference.text('+.2f')} "
+                f"| {'yes' if difference.excludes_zero() else 'no'} |"
+            )
     lines += [
         "",
         "| variant | seed | eval return det. (± over episodes) | eval return stoch. | last training return "

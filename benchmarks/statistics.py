@@ -8,7 +8,8 @@ interval** (seeds resampled with replacement; with a single task, the strata are
 a generator seeded by ``seed`` for every variant alike, so a table is the same every time it is drawn.
 
 Two variants *separate* when their intervals do not overlap; :func:`iqm_difference` gives the gap between them with
-its own interval (each variant's runs resampled on their own, as rliable does for two sets of scores).
+its own interval (each variant's runs resampled on their own, as rliable does for two sets of scores), and :func:`gap`
+says it in one line of a study's report.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from rliable import library, metrics
@@ -23,6 +25,8 @@ from rliable import library, metrics
 #: Bootstrap resamples per interval: the endpoints move by about 0.01 of the spread between two draws of 10,000.
 REPS = 10_000
 CONFIDENCE = 0.95
+
+Run = TypeVar("Run")
 
 
 @dataclass(frozen=True)
@@ -93,11 +97,50 @@ def iqm_difference(
     """
     ours, theirs = _column(scores, "scores"), _column(baseline, "baseline")
 
-    def gap(x: np.ndarray, y: np.ndarray) -> float:
+    def difference(x: np.ndarray, y: np.ndarray) -> float:
         return metrics.aggregate_iqm(x) - metrics.aggregate_iqm(y)
 
-    point, interval = _interval_estimates([ours, theirs], gap, reps, confidence, seed)
+    point, interval = _interval_estimates([ours, theirs], difference, reps, confidence, seed)
     return Interval(point, *interval, runs=len(ours) + len(theirs))
+
+
+def gap(
+    groups: Mapping[str, Sequence[Run]],
+    score: Callable[[Run], float],
+    name: str,
+    variant: str = "masked",
+    baseline: str = "unmasked",
+    intervals: Mapping[str, Interval] | None = None,
+    reps: int = REPS,
+) -> str:
+    """One line of a report: does ``variant`` separate from ``baseline`` on ``score``? Their IQMs with 95% intervals,
+    whether these overlap, and the IQM difference with its own 95% interval and whether that excludes 0::
+
+        final eval return: masked 0.89 [0.65, 1.32], unmasked 0.86 [0.52, 1.32] (IQM [95% CI]; the intervals
+        overlap); difference +0.03 [-0.48, +0.59], which includes 0
+
+    :param groups: each variant's runs
+    :param score: a run's score (its final return, say)
+    :param name: what is compared, the line's start
+    :param variant: the variant compared
+    :param baseline: the variant it is compared with
+    :param intervals: the variants' :func:`iqm_intervals` of ``score`` if a table has drawn them already (each takes
+        seconds to draw); drawn here otherwise
+    :param reps: bootstrap resamples
+    :return: the line; it says so when ``variant`` or ``baseline`` has no runs
+    """
+    if not groups.get(variant) or not groups.get(baseline):
+        return f"{name}: {variant} and {baseline} are not both in the results"
+    scores = {key: [score(run) for run in groups[key]] for key in (variant, baseline)}
+    if intervals is None or variant not in intervals or baseline not in intervals:
+        intervals = iqm_intervals(scores, reps)
+    difference = iqm_difference(scores[variant], scores[baseline], reps)
+    overlap = "overlap" if intervals[variant].overlaps(intervals[baseline]) else "do not overlap"
+    return (
+        f"{name}: {variant} {intervals[variant].text()}, {baseline} {intervals[baseline].text()} (IQM [95% CI]; the "
+        f"intervals {overlap}); difference {difference.text('+.2f')}, which "
+        f"{'excludes' if difference.excludes_zero() else 'includes'} 0"
+    )
 
 
 def _column(values: Sequence[float], name: str = "scores") -> np.ndarray:

@@ -1,6 +1,6 @@
 """maskrl: masking for deep reinforcement learning on the Stable-Baselines3 stack.
 
-Importing the package registers its gymnasium environments (``maskrl/Kart-v0``, ...).
+Importing the package registers its gymnasium environments (``maskrl/Kart-v1``, ...).
 """
 
 from maskrl import envs as envs

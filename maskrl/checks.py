@@ -19,6 +19,13 @@ def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Require a bool (Python's or numpy's; not an int or a string) and return it as Python's."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
 def check_number(name: str, value: Any) -> None:
     """Require a finite real number (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):

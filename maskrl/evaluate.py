@@ -1,4 +1,4 @@
-"""Evaluate a trained agent: ``python evaluate.py runs/ppo/Kart-v0_1``.
+"""Evaluate a trained agent: ``python evaluate.py runs/ppo/Kart-v1_1``.
 
 Takes a run folder (its ``config.yml`` says which algo and env) or a model zip (inside a run folder,
 or with ``--algo``/``--env``), plays N episodes and prints return, length, invalid-action rate and

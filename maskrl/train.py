@@ -1,4 +1,4 @@
-"""Train an agent: ``python train.py --algo ppo --env maskrl/Kart-v0``.
+"""Train an agent: ``python train.py --algo ppo --env maskrl/Kart-v1``.
 
 Every run gets its own folder ``<log-folder>/<algo>/<EnvName>_<N>`` (``N`` counts the runs of that algo on that env;
 its files: :mod:`maskrl.agents.run_folder`) holding the resolved configuration (with package versions and the device
@@ -52,7 +52,7 @@ from maskrl.cli import ArgumentParser, UserError, device, integer, positive_int,
 from maskrl.masks import ACTION_MASK_KEY
 
 PROG = "train.py"
-DEFAULT_ENV = "maskrl/Kart-v0"
+DEFAULT_ENV = "maskrl/Kart-v1"
 
 
 def build_parser() -> argparse.ArgumentParser:

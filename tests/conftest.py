@@ -49,7 +49,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def kart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The run folder of ``train.py --log-folder <tmp> KART_RUN_ARGS`` (``ppo/Kart-v0_1``).
+    """The run folder of ``train.py --log-folder <tmp> KART_RUN_ARGS`` (``ppo/Kart-v1_1``).
 
     Shared by every test that reads it, so no test may change it: tests that doctor a run folder copy it first.
     """

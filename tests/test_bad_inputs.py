@@ -287,8 +287,8 @@ def test_train_error_about_the_yaml_file_does_not_blame_the_command_line(tmp_pat
     monkeypatch.setattr(
         maskrl.agents.training, "load_hyperparams", lambda env, algo, path=None: {"n_steps": 64, "batch_size": 0}
     )
-    line = train_error([], tmp_path, capsys, "--algo ppo cannot train on maskrl/Kart-v0 with the hyperparameters of")
-    assert "Kart-v0.yml (section ppo)" in line and "bad hyperparameters" not in line
+    line = train_error([], tmp_path, capsys, "--algo ppo cannot train on maskrl/Kart-v1 with the hyperparameters of")
+    assert "Kart-v1.yml (section ppo)" in line and "bad hyperparameters" not in line
 
 
 @pytest.mark.parametrize(

@@ -30,17 +30,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_train_writes_a_complete_run_folder(kart_run: Path) -> None:
-    assert kart_run.name == "Kart-v0_1"
+    assert kart_run.name == "Kart-v1_1"
     for name in ("config.yml", "best_model.zip", "final_model.zip", "evaluations.npz", "final_eval.json"):
         assert (kart_run / name).is_file(), name
     assert sorted(p.name for p in (kart_run / "checkpoints").iterdir())
     config = yaml.safe_load((kart_run / "config.yml").read_text())
-    assert config["algo"] == "ppo" and config["env"] == "maskrl/Kart-v0" and config["seed"] == 3
+    assert config["algo"] == "ppo" and config["env"] == "maskrl/Kart-v1" and config["seed"] == 3
     assert config["env_kwargs"] == {"n_laps": 1, "max_steps": 60}
     assert config["n_timesteps"] == 512 and config["n_envs"] == 2
     # YAML values survive, command-line overrides win.
     assert config["hyperparams"]["n_steps"] == 128
-    assert config["hyperparams"]["gamma"] == load_hyperparams("maskrl/Kart-v0", "ppo")["gamma"]
+    assert config["hyperparams"]["gamma"] == load_hyperparams("maskrl/Kart-v1", "ppo")["gamma"]
     assert {"torch", "stable-baselines3", "gymnasium", "python"} <= set(config["versions"])
     evaluations = np.load(kart_run / "evaluations.npz")
     assert evaluations["results"].shape[1] == 2
@@ -73,7 +73,7 @@ def test_evaluate_a_run_folder_prints_and_writes_json(kart_run: Path, tmp_path: 
 def test_evaluate_a_model_zip_with_algo_and_env(kart_run: Path, tmp_path: Path, capsys) -> None:
     model = tmp_path / "model.zip"
     model.write_bytes((kart_run / "final_model.zip").read_bytes())
-    evaluate_main([str(model), "--algo", "ppo", "--env", "maskrl/Kart-v0", "--env-kwargs", "n_laps=1", "-n", "1"])
+    evaluate_main([str(model), "--algo", "ppo", "--env", "maskrl/Kart-v1", "--env-kwargs", "n_laps=1", "-n", "1"])
     assert "return" in capsys.readouterr().out
 
 

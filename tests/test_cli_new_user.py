@@ -101,7 +101,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A finished tiny ppo run on Kart (with its default output, -v 1), and what it printed."""
     log_folder = tmp_path_factory.mktemp("runs")
     printed = run_quietly(["--log-folder", str(log_folder), "-n", "5.12e2", *KART])  # -n takes 1e5 notation
-    return log_folder / "ppo" / "Kart-v0_1", printed
+    return log_folder / "ppo" / "Kart-v1_1", printed
 
 
 # --- the issue's "Broken" list ----------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_every_algo_builds_on_every_maskrl_env_or_says_plainly_why_not() -> None
             assert (algo, env_id) not in refused, refused.get((algo, env_id))
     assert "encodes frames held in one 'observation' key" in refused["ppo_contrastive", "maskrl/PandaHerd-v0"]
     assert "needs a Discrete action space" in refused["dqn", "maskrl/PandaHerd-v0"]
-    assert not any(env_id == "maskrl/Kart-v0" for _, env_id in refused)
+    assert not any(env_id in ("maskrl/Kart-v0", "maskrl/Kart-v1") for _, env_id in refused)
 
 
 def test_maskable_ppo_trains_on_panda_grid_and_the_printed_command_evaluates_it(tmp_path: Path) -> None:
@@ -198,7 +198,7 @@ def test_resume_with_more_steps_extends_a_finished_run(finished_run: tuple[Path,
     ("tool", "argv", "needles"),
     [
         ("train", ["--device", "tpu"], ["argument --device", "'tpu'"]),
-        ("evaluate", ["runs/ppo/Kart-v0_1", "--seed", "-1"], ["argument --seed", "'-1'"]),
+        ("evaluate", ["runs/ppo/Kart-v1_1", "--seed", "-1"], ["argument --seed", "'-1'"]),
         (
             "train",
             ["--hyperparams", "policy=sb3_contrib.ppo_recurrent.policies:MlpLstmPolicy", *QUIET, "-n", "64"],
@@ -258,7 +258,7 @@ def test_quiet_training_prints_the_summary_only(tmp_path: Path) -> None:
 @pytest.mark.parametrize("algo", ["maskable_ppo", "ppo_nomask"])
 def test_mask_metrics_are_logged_for_algos_that_do_not_see_the_mask(algo: str, tmp_path: Path) -> None:
     run_quietly(["--algo", algo, "--log-folder", str(tmp_path), "-n", "512", *KART, "-v", "0"])  # races end at 150
-    tags = scalar_tags(tmp_path / algo / "Kart-v0_1")
+    tags = scalar_tags(tmp_path / algo / "Kart-v1_1")
     assert {"rollout/valid_actions_mean", "rollout/invalid_action_rate", "env/final_rank"} <= tags
 
 
@@ -309,6 +309,7 @@ def test_list_shows_algos_and_maskrl_envs() -> None:
     for algo in ALGOS:
         assert f"  {algo} " in printed
     assert "maskrl/Kart-v0             ppo (500,000)" in printed
+    assert "maskrl/Kart-v1             ppo (500,000)" in printed
     lines = printed.splitlines()
     assert "Any other gymnasium env id works too" in lines[-3] and "ppo_nomask" in lines[-3]
     assert "pettingzoo:FAMILY/NAME" in lines[-1] and "pettingzoo:classic/connect_four_v3" in lines[-1]
@@ -320,7 +321,7 @@ def test_device_cuda_without_a_gpu_warns_and_records_the_cpu(tmp_path: Path, cap
     train_main(["--device", "cuda", "--log-folder", str(tmp_path), "-n", "256", *KART, "-v", "0"])
     err = capsys.readouterr().err
     assert err == "train.py: warning: --device cuda: no CUDA GPU is available; using the CPU\n"
-    assert yaml.safe_load((tmp_path / "ppo" / "Kart-v0_1" / "config.yml").read_text())["device"] == "cpu"
+    assert yaml.safe_load((tmp_path / "ppo" / "Kart-v1_1" / "config.yml").read_text())["device"] == "cpu"
 
 
 def test_image_env_training_keeps_sb3_env_type_warnings_to_itself(tmp_path: Path) -> None:
@@ -341,7 +342,7 @@ def test_checkpoints_load_safely_even_with_algo_and_env(
     monkeypatch.setattr(PPO, "load", refuse)
     checkpoint = list_checkpoints(finished_run[0] / "checkpoints")[-1].model_path
     capsys.readouterr()
-    evaluate_main([str(checkpoint), "--algo", "ppo", "--env", "maskrl/Kart-v0", "-n", "1"])
+    evaluate_main([str(checkpoint), "--algo", "ppo", "--env", "maskrl/Kart-v1", "-n", "1"])
     captured = capsys.readouterr()
     assert "return" in captured.out and captured.err == ""
 

@@ -71,7 +71,8 @@ HERD_PZ_ID = "maskrl/panda_herd-v0"  # PettingZoo normalises maskrl/panda_herd_v
 
 def test_the_registries_hold_every_maskrl_env() -> None:
     # Guards the discovery above: an empty list would silently skip the whole suite.
-    assert {"maskrl/Kart-v0", "maskrl/PandaGrid-v0", "maskrl/PandaHerd-v0", "maskrl/ToyMasked-v0"} <= set(GYM_IDS)
+    expected = {"maskrl/Kart-v0", "maskrl/Kart-v1", "maskrl/PandaGrid-v0", "maskrl/PandaHerd-v0", "maskrl/ToyMasked-v0"}
+    assert expected <= set(GYM_IDS)
     assert HERD_PZ_ID in PZ_IDS
 
 
@@ -121,7 +122,7 @@ def herd_kwargs(draw: st.DrawFn) -> dict:
 
 #: kwargs to fuzz (hypothesis strategies of valid kwargs)
 FUZZ_KWARGS: dict[str, st.SearchStrategy[dict]] = {
-    "maskrl/Kart-v0": st.fixed_dictionaries(
+    "maskrl/Kart-v1": st.fixed_dictionaries(
         {
             "n_opponents": st.integers(0, 7),
             "n_laps": st.integers(1, 10),
@@ -130,6 +131,7 @@ FUZZ_KWARGS: dict[str, st.SearchStrategy[dict]] = {
             "n_lanes": st.integers(1, 5),
             "max_steps": st.integers(1, 40),
             "invalid_action_penalty": st.floats(-1.0, 0.0),
+            "skid_warnings": st.booleans(),
         }
     ),
     "maskrl/PandaGrid-v0": panda_grid_kwargs(),
@@ -159,7 +161,7 @@ PZ_FUZZ_KWARGS: dict[str, st.SearchStrategy[dict]] = {
 
 #: kwargs the checkers also run on, besides the registered defaults
 VARIANTS: dict[str, list[dict[str, Any]]] = {
-    "maskrl/Kart-v0": [{"n_item_types": 64}],
+    "maskrl/Kart-v1": [{"n_item_types": 64}],
     "maskrl/PandaGrid-v0": [
         {"size": 5, "n_watermelons": 1, "view_radius": 2.5},
         {"size": 16},
@@ -175,29 +177,30 @@ PZ_VARIANTS: dict[str, list[dict[str, Any]]] = {
 
 # (env id, kwargs, the kwarg the message must name, and optionally the message's exact beginning)
 BAD_KWARGS: list[tuple[str, dict[str, Any], str, str | None]] = [
-    ("maskrl/Kart-v0", {"n_opponents": -1}, "n_opponents", None),
-    ("maskrl/Kart-v0", {"n_opponents": 8}, "n_opponents", "n_opponents must be <= 7, got 8"),
-    ("maskrl/Kart-v0", {"n_laps": 0}, "n_laps", "n_laps must be >= 1, got 0"),
-    ("maskrl/Kart-v0", {"n_laps": 11}, "n_laps", None),
-    ("maskrl/Kart-v0", {"n_laps": True}, "n_laps", None),
-    ("maskrl/Kart-v0", {"n_item_types": 0}, "n_item_types", "n_item_types must be >= 1, got 0"),
-    ("maskrl/Kart-v0", {"n_item_types": 4097}, "n_item_types", None),
-    ("maskrl/Kart-v0", {"n_item_types": 2.5}, "n_item_types", "n_item_types must be an int, got 2.5"),
-    ("maskrl/Kart-v0", {"inventory_size": 0}, "inventory_size", "inventory_size must be >= 1, got 0"),
-    ("maskrl/Kart-v0", {"inventory_size": 9}, "inventory_size", None),
-    ("maskrl/Kart-v0", {"n_lanes": 0}, "n_lanes", None),
-    ("maskrl/Kart-v0", {"n_lanes": 6}, "n_lanes", "n_lanes must be <= 5, got 6"),
-    ("maskrl/Kart-v0", {"max_steps": 0}, "max_steps", "max_steps must be >= 1, got 0"),
-    ("maskrl/Kart-v0", {"max_steps": 2.5}, "max_steps", None),
+    ("maskrl/Kart-v1", {"n_opponents": -1}, "n_opponents", None),
+    ("maskrl/Kart-v1", {"n_opponents": 8}, "n_opponents", "n_opponents must be <= 7, got 8"),
+    ("maskrl/Kart-v1", {"n_laps": 0}, "n_laps", "n_laps must be >= 1, got 0"),
+    ("maskrl/Kart-v1", {"n_laps": 11}, "n_laps", None),
+    ("maskrl/Kart-v1", {"n_laps": True}, "n_laps", None),
+    ("maskrl/Kart-v1", {"n_item_types": 0}, "n_item_types", "n_item_types must be >= 1, got 0"),
+    ("maskrl/Kart-v1", {"n_item_types": 4097}, "n_item_types", None),
+    ("maskrl/Kart-v1", {"n_item_types": 2.5}, "n_item_types", "n_item_types must be an int, got 2.5"),
+    ("maskrl/Kart-v1", {"inventory_size": 0}, "inventory_size", "inventory_size must be >= 1, got 0"),
+    ("maskrl/Kart-v1", {"inventory_size": 9}, "inventory_size", None),
+    ("maskrl/Kart-v1", {"n_lanes": 0}, "n_lanes", None),
+    ("maskrl/Kart-v1", {"n_lanes": 6}, "n_lanes", "n_lanes must be <= 5, got 6"),
+    ("maskrl/Kart-v1", {"max_steps": 0}, "max_steps", "max_steps must be >= 1, got 0"),
+    ("maskrl/Kart-v1", {"max_steps": 2.5}, "max_steps", None),
     (
-        "maskrl/Kart-v0",
+        "maskrl/Kart-v1",
         {"invalid_action_penalty": float("nan")},
         "invalid_action_penalty",
         "invalid_action_penalty must be a finite number",
     ),
-    ("maskrl/Kart-v0", {"invalid_action_penalty": "-1"}, "invalid_action_penalty", None),
-    ("maskrl/Kart-v0", {"render_mode": "human"}, "render_mode", "render_mode must be None or one of"),
-    ("maskrl/Kart-v0", {"render_mode": "text"}, "render_mode", None),
+    ("maskrl/Kart-v1", {"invalid_action_penalty": "-1"}, "invalid_action_penalty", None),
+    ("maskrl/Kart-v1", {"render_mode": "human"}, "render_mode", "render_mode must be None or one of"),
+    ("maskrl/Kart-v1", {"render_mode": "text"}, "render_mode", None),
+    ("maskrl/Kart-v1", {"skid_warnings": 1}, "skid_warnings", "skid_warnings must be a bool, got 1"),
     ("maskrl/PandaGrid-v0", {"size": 4}, "size", "size must be >= 5, got 4"),
     ("maskrl/PandaGrid-v0", {"size": 17}, "size", "size must be <= 16, got 17"),
     ("maskrl/PandaGrid-v0", {"size": 8.0}, "size", "size must be an int, got 8.0"),
@@ -272,7 +275,7 @@ PZ_BAD_KWARGS: list[tuple[str, dict[str, Any], str]] = [
 ]
 #: integer kwargs whose whole out-of-range is fuzzed: name -> (lowest, highest or None) valid value
 INT_RANGES: dict[str, dict[str, tuple[int, int | None]]] = {
-    "maskrl/Kart-v0": {"max_steps": (1, None)},
+    "maskrl/Kart-v1": {"max_steps": (1, None)},
     "maskrl/PandaGrid-v0": {"max_steps": (1, None), "size": (5, 16)},
     "maskrl/PandaHerd-v0": {"max_steps": (1, None), "size": (5, 16)},
     "maskrl/ToyMasked-v0": {"episode_length": (1, None), "n": (3, None)},

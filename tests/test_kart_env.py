@@ -1,4 +1,4 @@
-"""Tests of the kart race environment (maskrl/Kart-v0): masks, item effects, races, rendering.
+"""Tests of the kart race environment (maskrl/Kart-v1; v0 is v1 without the skid warnings): masks, items, races.
 
 The env contract (checkers, kwargs errors, out-of-space actions, masks, invalid actions, determinism) is checked for
 every registered env in test_env_contract.py.
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import maskrl  # noqa: F401  (registers maskrl/Kart-v0)
+import maskrl  # noqa: F401  (registers maskrl/Kart-v0 and -v1)
 from maskrl.envs import kart
 from maskrl.envs.kart import (
     ACCELERATE,
@@ -191,7 +191,7 @@ def test_observations_always_in_space(
         max_steps=max_steps,
         render_mode=render_mode,
     )
-    assert env.obs_size == 23 + 2 * n_lanes + 8 * n_opponents + n_item_types
+    assert env.obs_size == 25 + 2 * n_lanes + 8 * n_opponents + n_item_types
     assert env.action_space.n == N_DRIVE + n_item_types
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -320,6 +320,80 @@ def test_observation_describes_the_surroundings() -> None:
         obs = env._get_obs()
         assert env.observation_space.contains(obs)
         assert obs["observation"][env.obs_layout["opps"]][0] == (-1.0 if d_opp < 0 else 1.0)
+
+
+def _warnings(env: KartEnv) -> list[float]:
+    return env._get_obs()["observation"][env.obs_layout["skid"]].tolist()
+
+
+def test_skid_warnings_exact_cases() -> None:
+    env = KartEnv(n_opponents=0)
+    env.reset(seed=0)
+    _place_agent(env, 5.0, 0, 0.0)
+    assert _warnings(env) == [1.0, 1.0]  # standing on a straight
+    # Curve 2 starts at 50 with limit 0.55. From 49.6 at 0.5: accelerating moves at 0.58 into it (a skid),
+    # coasting at 0.48 is under every limit.
+    _place_agent(env, 49.6, 0, 0.5)
+    assert _warnings(env) == [0.0, 1.0]
+    # At 1.0 from 47.5: coasting moves to 48.48, braking then gives 0.78 -> 49.26 and 0.58 -> 49.84, then
+    # 0.38 into the curve: safe. Accelerating stays at 1.0 (the top) -> 48.5, 0.8 -> 49.3, 0.6 -> 49.9,
+    # then 0.4 -> 50.3 under the limit: safe too. From 48.5 at 1.0 both run into the curve at 0.58 and 0.6.
+    _place_agent(env, 47.5, 0, 1.0)
+    assert _warnings(env) == [1.0, 1.0]
+    _place_agent(env, 48.5, 0, 1.0)
+    assert _warnings(env) == [0.0, 0.0]
+    env._star[0] = 5  # starred karts do not skid
+    assert _warnings(env) == [1.0, 1.0]
+    env._star[0] = 0
+    env._spin[0] = 3  # a spinning kart is held at 0.25, under every limit
+    assert _warnings(env) == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("throttle", [ACCELERATE, COAST])
+def test_skid_warnings_tell_whether_full_braking_afterwards_avoids_the_skid(throttle: int) -> None:
+    """Over the states of random and scripted races (no opponents: nothing else changes the agent's speed), the
+    warning for ``throttle`` is 1 exactly when ``throttle`` now, then braking until the speed is under every
+    curve's limit, drives through without a skid."""
+    import copy
+
+    index = 0 if throttle == ACCELERATE else 1
+    seen = {0.0: 0, 1.0: 0}
+    for seed in range(6):
+        env = KartEnv(n_opponents=0, n_laps=1)
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        done = False
+        while not done:
+            if env._boost[0] == 0:
+                warning = float(obs["observation"][env.obs_layout["skid"]][index])
+                trial = copy.deepcopy(env)
+                skids = trial._stats["skids"]
+                trial.step(throttle)
+                while trial._v[0] > min(limit for _, _, limit in kart._CURVES) and not trial._needs_reset:
+                    trial.step(BRAKE)
+                trial_ok = trial._stats["skids"] == skids or trial._star[0] > 0
+                assert warning == float(trial_ok), (seed, env._d[0], env._v[0])
+                seen[warning] += 1
+            action = scripted_action(env) if seed % 2 else _random_valid(env, rng)
+            obs, _, terminated, truncated, _ = env.step(action)
+            done = terminated or truncated
+    assert seen[0.0] >= 5 and seen[1.0] >= 500  # both answers occur (67 and 10 unsafe states with these seeds)
+
+
+def test_v0_is_v1_without_the_skid_block() -> None:
+    v0, v1 = gym.make("maskrl/Kart-v0").unwrapped, gym.make("maskrl/Kart-v1").unwrapped
+    assert v0.obs_size == 57 and v1.obs_size == 59 and v0.obs_layout["skid"] == slice(15, 15)
+    obs0, _ = v0.reset(seed=4)
+    obs1, _ = v1.reset(seed=4)
+    for _ in range(120):
+        keep = np.ones(59, dtype=bool)
+        keep[v1.obs_layout["skid"]] = False
+        np.testing.assert_array_equal(obs0["observation"], obs1["observation"][keep])
+        np.testing.assert_array_equal(obs0["action_mask"], obs1["action_mask"])
+        action = scripted_action(v0)
+        obs0, r0, *_ = v0.step(action)
+        obs1, r1, *_ = v1.step(action)
+        assert r0 == r1
 
 
 def test_reset_clears_the_inventory_and_its_mask() -> None:

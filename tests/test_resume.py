@@ -154,7 +154,7 @@ def test_sigkill_then_sigterm_then_resume_to_completion(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    run_dir = tmp_path / "ppo" / "Kart-v0_1"
+    run_dir = tmp_path / "ppo" / "Kart-v1_1"
     _wait_for_checkpoint(run_dir / "checkpoints", 0, train)
     train.send_signal(signal.SIGKILL)
     train.wait()

@@ -191,7 +191,7 @@ def test_unsafe_load_warns_in_one_line(kart_run: Path, tmp_path: Path, capsys) -
     assert err.count("\n") == 1 and "warning" in err and "unpickles" in err
     bare = tmp_path / "model.zip"
     bare.write_bytes((kart_run / "final_model.zip").read_bytes())
-    evaluate_main([str(bare), "--algo", "ppo", "--env", "maskrl/Kart-v0", "--env-kwargs", "n_laps=1", "-n", "1"])
+    evaluate_main([str(bare), "--algo", "ppo", "--env", "maskrl/Kart-v1", "--env-kwargs", "n_laps=1", "-n", "1"])
     captured = capsys.readouterr()
     assert "return" in captured.out and "not in a run folder" in captured.err and captured.err.count("\n") == 1
 

@@ -18,6 +18,8 @@ package; the benchmarks and the tuner use it directly. One module per concept:
 - :mod:`~maskrl.agents.checkpoints`: atomic, resumable checkpoints and graceful interruption.
 - :mod:`~maskrl.agents.safe_load`: loading a run's model from its plain config and tensors, without unpickling.
 - :mod:`~maskrl.agents.dqn`: our masked DQN and QR-DQN (mask-aware exploration and TD targets).
+- :mod:`~maskrl.agents.replay_buffers`: their default replay buffer, SB3's ``DictReplayBuffer`` specialised to
+  a mask plus one feature array.
 - :mod:`~maskrl.agents.self_play`: training one seat of a turn-based PettingZoo game against a pool of opponents
   (random, look-ahead, snapshots of the learner) and evaluating win/draw/loss against fixed ones.
 - :mod:`~maskrl.agents.contrastive`: our ContrastivePPO (PPO + masked contrastive auxiliary loss).

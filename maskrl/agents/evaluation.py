@@ -70,6 +70,7 @@ ANSI_LEGENDS = {
     "maskrl/PandaHerd-v0": "legend: 0-9 the pandas (* several on one cell), W watermelon, D dragon, T tree, . empty",
 }
 ANSI_LEGENDS["maskrl/PandaGridImage-v0"] = ANSI_LEGENDS["maskrl/PandaGrid-v0"]
+ANSI_LEGENDS["maskrl/Kart-v1"] = ANSI_LEGENDS["maskrl/Kart-v0"]
 
 
 class EpisodeCollector:

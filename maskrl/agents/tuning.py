@@ -255,7 +255,7 @@ def add_tuning_arguments(parser: argparse.ArgumentParser) -> None:
         "folder); with --trial-id, the study to read",
     )
     group.add_argument(
-        "--study-name", help="the study's name in the storage (default: <algo>-<EnvName>, e.g. ppo-Kart-v0)"
+        "--study-name", help="the study's name in the storage (default: <algo>-<EnvName>, e.g. ppo-Kart-v1)"
     )
     group.add_argument(
         "--trial-id",

@@ -131,7 +131,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec
 
-from maskrl.checks import check_int, check_number
+from maskrl.checks import check_bool, check_int, check_number
 from maskrl.envs.grid_world import (
     ACTION_NAMES,
     DOWN,
@@ -235,8 +235,7 @@ class PandaHerdParallelEnv(ParallelEnv):
         check_int("max_steps", max_steps, 1, None)
         check_number("caught_penalty", caught_penalty)
         check_number("invalid_action_penalty", invalid_action_penalty)
-        if not isinstance(shared_reward, bool | np.bool_):
-            raise ValueError(f"shared_reward must be a bool, got {shared_reward!r}")
+        check_bool("shared_reward", shared_reward)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}, got {render_mode!r}")
         if n_pandas + n_dragons + n_watermelons + n_trees > size * size // 2:

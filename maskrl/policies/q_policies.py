@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib.qrdqn.policies import QRDQNPolicy, QuantileNetwork
+from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
@@ -201,8 +202,45 @@ class _MaskedQPolicyMixin(MaskSplitMixin):
                 if not has_valid.all():
                     row = "" if has_valid.ndim == 0 else f" in batch row {int(np.flatnonzero(~has_valid)[0])}"
                     raise ValueError(f"mask has no valid action{row}")
+            actions = self._predict_batch(observation, valid, deterministic)
+            if actions is not None:
+                return actions, state
             observation = {**observation, ACTION_MASK_KEY: valid}
         return super().predict(observation, state, episode_start, deterministic)  # type: ignore[misc]
+
+    def _predict_batch(self, observation: dict[str, Any], valid: np.ndarray, deterministic: bool) -> np.ndarray | None:
+        """``predict``'s fast path, for what training gives it at every step: a batch of numpy observations of
+        ``"observation"`` (a flat ``Box``, not an image) and the mask. ``None`` for anything else, which takes SB3's
+        generic path.
+
+        SB3's ``obs_to_tensor`` deep-copies the dict and checks, reshapes and copies each key; here the two arrays,
+        once their shapes are known to be a batch, become tensors without a copy (the network only reads them).
+
+        :param valid: the bool mask (``observation["action_mask"] != 0``)
+        :return: int64 ``(batch,)``, as SB3's ``predict`` returns for a batch
+        """
+        space = self.features_space  # type: ignore[attr-defined]
+        features = observation.get("observation")
+        if (
+            len(observation) != 2
+            or not isinstance(features, np.ndarray)
+            or features.dtype != np.float32  # SB3's path casts other dtypes to float
+            or not isinstance(space, spaces.Box)
+            or is_image_space(space)
+            or features.ndim != len(space.shape) + 1
+            or features.shape[1:] != space.shape
+            or valid.shape != (len(features), *self.observation_space[ACTION_MASK_KEY].shape)  # type: ignore[attr-defined]
+        ):
+            return None
+        self.set_training_mode(False)  # type: ignore[attr-defined]
+        device = self.device  # type: ignore[attr-defined]
+        obs = {
+            "observation": torch.as_tensor(features, device=device),
+            ACTION_MASK_KEY: torch.as_tensor(valid, device=device),
+        }
+        with torch.no_grad():
+            actions = self._predict(obs, deterministic=deterministic)  # type: ignore[attr-defined]
+        return actions.cpu().numpy().reshape(-1)
 
 
 class MaskedDQNPolicy(_MaskedQPolicyMixin, DQNPolicy):
