@@ -132,11 +132,11 @@ def test_env_id_with_a_module_prefix_is_refused_by_evaluate(run: Path, tmp_path:
     canary = tmp_path / "PWNED"
     evil = hostile_copy(run, tmp_path / "hostile_runs" / "evil")
     (evil / "payload.py").write_text(f"import pathlib\npathlib.Path({str(canary)!r}).write_text('ran')\n")
-    edit_config(evil, env="hostile_runs.evil.payload:maskrl/Kart-v0")
+    edit_config(evil, env="hostile_runs.evil.payload:maskrl/Kart-v1")
     evaluate = [str(REPO / "evaluate.py"), str(evil), "-n", "1"]
 
     result = cli(evaluate, tmp_path)
-    assert_refused(result, "env", "hostile_runs.evil.payload:maskrl/Kart-v0", "module prefix", "--unsafe-load")
+    assert_refused(result, "env", "hostile_runs.evil.payload:maskrl/Kart-v1", "module prefix", "--unsafe-load")
     assert not canary.exists(), "evaluate.py imported a module named by the run folder"
 
     # The documented way out for a run one trusts does import it: proof that the payload above would have run.
@@ -148,7 +148,7 @@ def test_env_id_with_a_module_prefix_is_refused_by_evaluate(run: Path, tmp_path:
 def test_env_id_with_a_module_prefix_is_refused_by_collect_trajectories(run: Path, tmp_path: Path) -> None:
     canary = tmp_path / "PWNED"
     evil = hostile_copy(run, tmp_path / "evil")
-    edit_config(evil, env=f"{payload_module(tmp_path, canary)}:maskrl/Kart-v0")
+    edit_config(evil, env=f"{payload_module(tmp_path, canary)}:maskrl/Kart-v1")
     command = ["-m", "maskrl.representation.collect", "--model", str(evil), "--out", "out.npz", "-n", "10"]
     result = cli(command, tmp_path)
     assert_refused(result, "module prefix", "--unsafe-load")
@@ -158,8 +158,8 @@ def test_env_id_with_a_module_prefix_is_refused_by_collect_trajectories(run: Pat
 @pytest.mark.parametrize(
     ("env_id", "message"),
     [
-        ("{payload}:maskrl/Kart-v0", "module prefix"),
-        ("{payload}:Kart-v0", "module prefix"),
+        ("{payload}:maskrl/Kart-v1", "module prefix"),
+        ("{payload}:Kart-v1", "module prefix"),
         ("maskrl/NoSuchEnv-v0", "no env is registered"),
         ("maskrl/Kart", "no env is registered"),  # gymnasium would pick the latest version: not an exact id
         (42, "must be a gymnasium env id string"),
