@@ -1,5 +1,6 @@
 """Settings and fixtures shared by the whole test-suite."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,18 @@ def kart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     train_main(["--log-folder", str(log_folder), *KART_RUN_ARGS])
     (run_dir,) = (log_folder / "ppo").iterdir()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of the tests' own (Debian's server programs; ``.ci/run`` installs them), skipped without."""
+    from postgres_server import PostgresServer, find_bindir  # tests/ is on the path of its tests
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql (.ci/run does)")
+    server = PostgresServer(bindir).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

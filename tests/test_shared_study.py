@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -259,20 +258,6 @@ def test_iqm_difference_resamples_each_side_and_is_exact_on_small_cases() -> Non
 
 
 # --- workers sharing a study on a real PostgreSQL server --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    from postgres_server import PostgresServer, find_bindir  # tests/ is on the path of its tests
-
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql (.ci/run does)")
-    server = PostgresServer(bindir).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def start_worker(url: str, study_name: str, out: Path, log: Path, seconds: float) -> subprocess.Popen[str]:

@@ -12,13 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
-from postgres_server import PostgresServer, find_bindir  # tests/ is on the path of its tests
 
 from maskrl.agents.tuning import WORKER, _on_stale_trial, _open_storage
 
@@ -29,18 +27,6 @@ pytestmark = pytest.mark.filterwarnings(
 
 WORKER_SCRIPT = Path(__file__).with_name("tuning_worker.py")
 MAX_TOTAL_TRIALS = 6
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql (.ci/run does)")
-    server = PostgresServer(bindir).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def start_worker(url: str, study: str, log_folder: Path) -> subprocess.Popen[str]:
