@@ -14,16 +14,21 @@ Two variants, everything else equal (PPO hyperparameters of ``maskrl/agents/hype
 Every ``--eval-every`` env steps each run is evaluated deterministically on the same ``--eval-episodes`` episodes
 (a fresh env seeded 10000), which gives the curves; the final evaluation uses twice as many episodes. The
 contrastive runs also record the auxiliary loss and accuracy. Writes ``results.json`` (after every run;
-``--continue`` skips the runs already there), ``curves.png`` and ``observation.png`` into ``--out`` and prints a
-markdown table with the env steps per CPU-second of each variant.
+``--continue`` skips the runs already there), ``curves.png`` and ``observation.png`` into ``--out`` and prints two
+markdown tables: per variant the interquartile mean of the final evaluation returns over seeds with its 95%
+stratified bootstrap interval (:mod:`benchmarks.statistics`), mean ± std beside it, the same for the last three
+evaluations, and the env steps per CPU-second, then one line per measure on the gap between ``ppo_contrastive`` and
+``ppo``; and the runs seed by seed.
 
-Run (the study of ``docs/masked_contrastive.md``)::
+Run (the study of ``docs/masked_contrastive.md``; its settings are the defaults, spelled out here)::
 
     nice -n 5 python -m benchmarks.contrastive_study --out docs/masked_contrastive --timesteps 200000 \\
-        --eval-every 10000 --eval-episodes 10 \\
+        --eval-every 10000 --eval-episodes 10 --seeds 0 1 2 3 4 \\
         --env-kwargs '{"n_watermelons": 4, "dragon_chase_prob": 0.25, "image_view": "egocentric", "image_cell_px": 2}'
 
-``--quick`` for a one-seed 8k-step smoke run; ``--plot-only`` (or ``--replot``) redraws the plots and table from the
+``--env-kwargs '{}'`` is the registered env (the global 24 x 24 view).
+
+``--quick`` for a one-seed 8k-step smoke run; ``--plot-only`` (or ``--replot``) redraws the plots and tables from the
 saved results.
 """
 
@@ -53,6 +58,7 @@ from benchmarks.common import (
     study_runs,
     variant_bands,
 )
+from benchmarks.statistics import gap, iqm_intervals
 from maskrl.agents.contrastive import ContrastivePPO
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.policies import MaskedMultiInputPolicy
@@ -71,6 +77,12 @@ CONTRASTIVE_KWARGS: dict[str, Any] = dict(
 )  # fmt: skip
 AUX_KEYS = ("contrastive_loss", "contrastive_accuracy")
 EVAL_SEED = 10_000
+#: the setting of the study (``docs/masked_contrastive.md``), the default of ``--env-kwargs``
+STUDY_ENV_KWARGS: dict[str, Any] = {
+    "n_watermelons": 4, "dragon_chase_prob": 0.25, "image_view": "egocentric", "image_cell_px": 2,
+}  # fmt: skip
+#: "first evaluation at or above this" in the per-seed table: when a run starts to learn (untrained: about -0.5)
+LEARNING_THRESHOLD = 2.0
 
 
 def policy_kwargs(env_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -174,23 +186,77 @@ def draw_observation(path: Path, env_kwargs: dict[str, Any] | None, seed: int = 
     env.close()
 
 
+def final_return(run: Record) -> float:
+    """The final deterministic evaluation's mean return (``2 x --eval-episodes`` episodes)."""
+    return float(run["final_eval_return_mean"])
+
+
+def late_return(run: Record) -> float:
+    """The mean return of the last 3 evaluations of the curve."""
+    return float(np.mean([e["return_mean"] for e in run["evals"][-3:]]))
+
+
+def mean_eval_return(run: Record) -> float:
+    """The mean return of all the evaluations of the curve (step 0 included): an area under the curve."""
+    return float(np.mean([e["return_mean"] for e in run["evals"]]))
+
+
+def last_aux(run: Record, key: str) -> float:
+    """``contrastive_loss`` or ``contrastive_accuracy`` after the last update (NaN for ``ppo``)."""
+    return float(run["train"][-1].get(key, np.nan)) if run["train"] else np.nan
+
+
 def table(results: list[Record]) -> str:
+    """Per variant: the final evaluation returns over seeds (IQM with its 95% interval, mean ± std, per seed), the
+    mean of the last 3 evaluations (IQM with its interval, mean ± std), the last contrastive accuracy, the env steps
+    per CPU-second; then ppo_contrastive against ppo on the final return, the last 3 evaluations and the mean of all
+    evaluations."""
+    groups = dict(by_variant(results, VARIANTS))
+    finals = iqm_intervals({variant: [final_return(r) for r in runs] for variant, runs in groups.items()})
+    lates = iqm_intervals({variant: [late_return(r) for r in runs] for variant, runs in groups.items()})
     lines = [
-        "| variant | seeds | final eval return (mean ± std over seeds) | per seed | mean eval return over the "
-        "last 3 evaluations | last contrastive accuracy | env steps per CPU-second |",
-        "|---|---:|---:|---|---:|---:|---:|",
+        "| variant | seeds | final eval return: IQM [95% CI] | mean ± std | per seed | last 3 evaluations: IQM "
+        "[95% CI] | mean ± std | last contrastive accuracy | env steps per CPU-second |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
-    for variant, runs in by_variant(results, VARIANTS):
-        finals = [r["final_eval_return_mean"] for r in runs]
-        late = [np.mean([e["return_mean"] for e in r["evals"][-3:]]) for r in runs]
-        accuracy = [r["train"][-1].get("contrastive_accuracy", np.nan) for r in runs]
+    for variant, runs in groups.items():
+        returns = [final_return(r) for r in runs]
+        accuracy = [last_aux(r, "contrastive_accuracy") for r in runs]
         # Per CPU-second (evaluations included), not per wall-second: the machine is shared.
         speed = np.mean([r["timesteps"] / r["cpu_seconds"] for r in runs])
         acc = "-" if np.isnan(accuracy).all() else f"{np.nanmean(accuracy):.2f}"
         lines.append(
-            f"| {variant} | {len(runs)} | {mean_std(finals)} | {', '.join(f'{x:.2f}' for x in finals)} "
-            f"| {mean_std(late)} | {acc} | {speed:.0f} |"
+            f"| {variant} | {len(runs)} | {finals[variant].text()} | {mean_std(returns)} "
+            f"| {', '.join(f'{x:.2f}' for x in returns)} | {lates[variant].text()} "
+            f"| {mean_std([late_return(r) for r in runs])} | {acc} | {speed:.0f} |"
         )
+    compare = functools.partial(gap, groups, variant="ppo_contrastive", baseline="ppo")
+    differences = [
+        compare(final_return, "final eval return", intervals=finals),
+        compare(late_return, "mean eval return over the last 3 evaluations", intervals=lates),
+        compare(mean_eval_return, "mean of all evaluations (area under the curve)"),
+    ]
+    return "\n".join([*lines, "", *(f"- {line}" for line in differences)])
+
+
+def seed_table(results: list[Record]) -> str:
+    """Per run: the final evaluation (± std over its episodes), the mean of all evaluations, the first evaluation at or
+    above :data:`LEARNING_THRESHOLD`, the auxiliary loss and accuracy after the last update, the CPU-seconds."""
+    lines = [
+        "| variant | seed | final eval (± std over episodes) | mean of all evaluations | first eval >= "
+        f"{LEARNING_THRESHOLD:g} at | InfoNCE loss | accuracy | CPU-seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant, runs in by_variant(results, VARIANTS):
+        for r in runs:
+            first = next((e["steps"] for e in r["evals"] if e["return_mean"] >= LEARNING_THRESHOLD), None)
+            loss, accuracy = last_aux(r, "contrastive_loss"), last_aux(r, "contrastive_accuracy")
+            lines.append(
+                f"| {variant} | {r['seed']} | {final_return(r):.2f} ± {r['final_eval_return_std']:.2f} "
+                f"| {mean_eval_return(r):.2f} | {'-' if first is None else f'{first / 1000:.0f}k'} "
+                f"| {'-' if np.isnan(loss) else f'{loss:.2f}'} | {'-' if np.isnan(accuracy) else f'{accuracy:.2f}'} "
+                f"| {r['cpu_seconds']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -199,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         VARIANTS,
         VARIANTS,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
         timesteps=200_000,
         eval_episodes=10,
         out=Path("docs/masked_contrastive"),
@@ -207,7 +273,12 @@ def main(argv: list[str] | None = None) -> None:
         plot_only_aliases=("--replot",),
     )
     parser.add_argument("--eval-every", type=int, default=10_000)
-    parser.add_argument("--env-kwargs", type=json.loads, default=None, help="JSON, e.g. '{\"n_watermelons\": 4}'")
+    parser.add_argument(
+        "--env-kwargs",
+        type=json.loads,
+        default=STUDY_ENV_KWARGS,
+        help="JSON, e.g. '{\"n_watermelons\": 4}' (default: the study's setting; '{}': the registered env)",
+    )
     args = parser.parse_args(argv)
     runs = study_runs(
         parser,
@@ -228,6 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     plot(runs, args.out / "curves.png")
     draw_observation(args.out / "observation.png", runs[0].get("env_kwargs"))
     print(table(runs))
+    print()
+    print(seed_table(runs))
 
 
 if __name__ == "__main__":

@@ -13,16 +13,20 @@ Three ways to train PPO (unchanged SB3) on the panda herd, same PPO hyperparamet
 Every variant is evaluated on the same thing: the team return (all pandas' rewards) of whole herd episodes,
 deterministic actions, the same evaluation seeds. The training curves record PPO's ``approx_kl`` and
 ``clip_fraction`` after every update. Writes ``results.json`` (after every run; ``--continue`` skips the runs
-already there) and ``curves.png``; prints a markdown table.
+already there) and ``curves.png``; prints markdown tables: per variant the interquartile mean of the final evaluation
+team returns over seeds with its 95% stratified bootstrap interval (:mod:`benchmarks.statistics`) and their mean ±
+std, one line per comparison of :data:`COMPARISONS`, then every run.
 
-Run: ``python -m benchmarks.herd_study --out docs/herd_study`` (``--quick`` for a smoke run).
+Run: ``python -m benchmarks.herd_study --out docs/herd_study --timesteps 80000 --seeds 0 1 2 3 4`` (the defaults;
+``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -43,6 +47,7 @@ from benchmarks.common import (
     study_runs,
     variant_bands,
 )
+from benchmarks.statistics import gap, iqm_intervals
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.envs import panda_herd_v0
 from maskrl.envs.pettingzoo_vec_env import PettingZooVecEnv
@@ -126,20 +131,78 @@ def plot(results: list[Record], path: Path) -> None:
     save_figure(fig, path)
 
 
+def eval_return(run: Record) -> float:
+    """The run's final evaluation team return."""
+    return float(run["eval_team_return"])
+
+
+def mean_over_updates(run: Record, key: str) -> float:
+    """The mean of ``key`` (``approx_kl``, ``clip_fraction``) over the run's updates; NaN if it has none."""
+    return float(np.mean([c[key] for c in run["curves"]])) if run["curves"] else float("nan")
+
+
+class Comparison(NamedTuple):
+    """One line of the report: ``variant`` against ``baseline`` on ``score`` (:func:`benchmarks.statistics.gap`)."""
+
+    name: str
+    score: Callable[[Record], float]
+    variant: str
+    baseline: str
+
+
+#: The comparisons the page's reading makes. approx_kl and the clip fraction are scaled (x 1000, percent) for the
+#: two decimals of the line.
+COMPARISONS = (
+    Comparison("final eval team return", eval_return, "gridnet", "gridnet_nomask"),
+    Comparison("final eval team return", eval_return, "shared", "gridnet"),
+    Comparison(
+        "mean approx_kl x 1000", lambda r: 1000 * mean_over_updates(r, "approx_kl"), "gridnet_nomask", "gridnet"
+    ),
+    Comparison(
+        "mean clip fraction (%)", lambda r: 100 * mean_over_updates(r, "clip_fraction"), "gridnet_nomask", "gridnet"
+    ),
+)
+
+
 def table(results: list[Record]) -> str:
+    """Per variant: the final evaluation team returns over seeds (IQM with its 95% interval, mean ± std), approx_kl
+    and the clip fraction (the mean over the runs of their mean over updates), wall-clock minutes per run; then one
+    line per comparison of :data:`COMPARISONS`."""
+    groups = dict(by_variant(results, VARIANTS))
+    intervals = iqm_intervals({variant: [eval_return(r) for r in runs] for variant, runs in groups.items()})
     lines = [
-        "| variant | seeds | eval team return (mean ± std over seeds) | approx_kl (mean over updates) "
+        "| variant | seeds | eval team return: IQM [95% CI] | mean ± std | approx_kl (mean over updates) "
         "| clip fraction (mean over updates) | minutes per run |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for variant, runs in groups.items():
+        kl = np.nanmean([mean_over_updates(r, "approx_kl") for r in runs])
+        clip = np.nanmean([mean_over_updates(r, "clip_fraction") for r in runs])
+        minutes = np.mean([r["seconds"] for r in runs]) / 60
+        lines.append(
+            f"| {variant} | {len(runs)} | {intervals[variant].text()} | {mean_std([eval_return(r) for r in runs])} "
+            f"| {kl:.4f} | {clip:.3f} | {minutes:.1f} |"
+        )
+    differences = [
+        gap(groups, c.score, c.name, c.variant, c.baseline, intervals if c.score is eval_return else None)
+        for c in COMPARISONS
+    ]
+    return "\n".join([*lines, "", *(f"- {line}" for line in differences)])
+
+
+def seeds_table(results: list[Record]) -> str:
+    """One row per run: its final evaluation team return, mean approx_kl and clip fraction, last training return."""
+    lines = [
+        "| variant | seed | eval team return | mean approx_kl | mean clip fraction | last training return* |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for variant, runs in by_variant(results, VARIANTS):
-        kl = np.mean([np.mean([c["approx_kl"] for c in r["curves"]]) for r in runs if r["curves"]])
-        clip = np.mean([np.mean([c["clip_fraction"] for c in r["curves"]]) for r in runs if r["curves"]])
-        minutes = np.mean([r["seconds"] for r in runs]) / 60
-        lines.append(
-            f"| {variant} | {len(runs)} | {mean_std([r['eval_team_return'] for r in runs])} | {kl:.4f} | {clip:.3f} "
-            f"| {minutes:.1f} |"
-        )
+        for r in runs:
+            last = r["curves"][-1]["return"] if r["curves"] else float("nan")
+            lines.append(
+                f"| {variant} | {r['seed']} | {eval_return(r):.2f} | {mean_over_updates(r, 'approx_kl'):.4f} "
+                f"| {mean_over_updates(r, 'clip_fraction'):.3f} | {last:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -148,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         VARIANTS,
         VARIANTS,
-        seeds=(0, 1, 2),
-        timesteps=100_000,
+        seeds=(0, 1, 2, 3, 4),
+        timesteps=80_000,
         eval_episodes=20,
         out=Path("docs/herd_study"),
         quick={"seeds": [0], "timesteps": 4_096, "eval_episodes": 2},
@@ -168,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     plot(runs, args.out / "curves.png")
     print(table(runs))
+    print()
+    print(seeds_table(runs))
 
 
 if __name__ == "__main__":

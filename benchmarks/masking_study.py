@@ -18,23 +18,26 @@ return on fixed seeds in a separate env *without* penalty (so all variants are s
 evaluation invalid-action rate; per rollout the training invalid-action rate and the mean task return (penalty
 removed) of the episodes that ended; per PPO update ``approx_kl``, ``clip_fraction`` and the entropy.
 
-Per variant and size it reports the final evaluation return (mean ± std over seeds), the env steps the
-seed-mean evaluation curve needs to reach 90% of the best final return of any variant at that size ("never"),
-the same two numbers for the training return, the invalid-action rates and the mean approx_kl. Writes
-``results.json`` (after every run; ``--continue`` skips the runs already there), ``curves.png`` (evaluation
-return, one panel per size, seed bands) and ``training.png`` (training return, approx_kl, invalid-action rate),
-and prints the markdown tables. Run the whole study (72 runs of 65,536 env steps, 32 PPO updates each, evaluated
-every 8,192 steps on 10 episodes)::
+Per variant and size it reports the final evaluation return and the final training return over seeds as their
+interquartile mean with its 95% stratified bootstrap interval, next to their mean ± std (:mod:`benchmarks.statistics`),
+and one line per size and baseline: the IQM difference between ``masked`` and that baseline, with its own interval,
+and whether it excludes 0. Then every metric: the env steps the seed-mean evaluation curve needs to reach 90% of the
+best final return of any variant at that size ("never"), the same for the training return, the invalid-action rates
+and the mean approx_kl. Writes ``results.json`` (after every run; ``--continue`` skips the runs already there),
+``curves.png`` (evaluation return, one panel per size, seed bands) and ``training.png`` (training return, approx_kl,
+invalid-action rate), and prints the markdown tables. Run the whole study (120 runs of 65,536 env steps: 6 trained
+variants x 4 sizes x 5 seeds, 32 PPO updates each, evaluated every 8,192 steps on 10 episodes)::
 
     nice -n 5 python -m benchmarks.masking_study --out docs/masking_study
 
-``--quick`` is a smoke run (1 seed, 8k steps); ``--plot-only`` redraws the plots and tables from ``results.json``.
+``--quick`` is a smoke run (1 seed, 8k steps); ``--plot-only`` redraws the plots and tables from ``results.json``
+(a few CPU-minutes: the bootstraps).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +50,19 @@ from benchmarks.common import (
     ResultsFile,
     StudyParser,
     TrainingCurves,
+    by_variant,
     command_line,
     evaluate_kart,
     learn,
     long_table,
-    paper_table,
+    mean_or_none,
+    mean_std,
     plot_sizes,
+    size_name,
     study_runs,
     summarise,
 )
+from benchmarks.statistics import gap, iqm_intervals
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.hyperparams import load_hyperparams, resolve_algo_kwargs
 from maskrl.agents.registry import get_algo
@@ -75,6 +82,8 @@ TRAINED: dict[str, tuple[str, float]] = {
 NO_MASK_EVAL = "masked_eval_nomask"
 VARIANTS = (*TRAINED, NO_MASK_EVAL)
 COLORS = {variant: f"C{index}" for index, variant in enumerate(VARIANTS)}  # the same in every plot
+#: the share of a run's last rollouts its final training return is the mean of (as in the summary tables)
+TAIL = 0.2
 
 
 def _evaluations(model: Any, n_item_types: int, n_episodes: int, sees_mask: bool, without_mask: bool) -> dict:
@@ -152,8 +161,66 @@ def run(variant: str, n_item_types: int, seed: int, timesteps: int, eval_freq: i
     ]
 
 
+def final_eval_return(run: Record) -> float:
+    """The run's last deterministic evaluation return."""
+    return run["eval"][-1]["return"]
+
+
+def final_training_return(run: Record) -> float:
+    """The run's training return (penalty removed) averaged over the last ``TAIL`` of its rollouts, as the summary's
+    "final training return" (NaN if no episode ended in these rollouts, or the record has none)."""
+    rows = run["rollouts"]
+    value = mean_or_none([row["train_return"] for row in rows[len(rows) - max(1, round(TAIL * len(rows))) :]])
+    return float("nan") if value is None else value
+
+
+#: the measures the report sums up with IQMs: (name, a run's score, the variants that have it)
+MEASURES: tuple[tuple[str, Callable[[Record], float], tuple[str, ...]], ...] = (
+    ("final eval return", final_eval_return, VARIANTS),
+    # masked_eval_nomask trains nothing: its rollouts are the masked run's
+    ("final training return", final_training_return, tuple(TRAINED)),
+)
+
+
+def iqm_table(results: Sequence[Record], variants: Sequence[str] = VARIANTS) -> str:
+    """One row per size and variant: per measure of ``MEASURES``, the IQM over seeds with its 95% interval and the
+    mean ± std ("—" where the measure does not apply); then, per measure, one line per size and variant other than the
+    first (``masked``) that the measure applies to: the IQM difference between the first variant and it
+    (:func:`benchmarks.statistics.gap`).
+
+    :param results: run records
+    :param variants: the variants in table order, the masked one first
+    """
+    header = "".join(f" {name}: IQM [95% CI] | mean ± std |" for name, _, _ in MEASURES)
+    lines = ["| item types | variant | seeds |" + header, "|---:|---|---:|" + "---:|---:|" * len(MEASURES)]
+    differences: dict[str, list[str]] = {name: [] for name, _, _ in MEASURES}
+    for size in sorted({r["n_item_types"] for r in results}):
+        groups = dict(by_variant([r for r in results if r["n_item_types"] == size], variants))
+        columns = []
+        for name, score, applies in MEASURES:
+            scored = {variant: runs for variant, runs in groups.items() if variant in applies}
+            intervals = iqm_intervals({variant: [score(r) for r in runs] for variant, runs in scored.items()})
+            columns.append((name, score, applies, scored, intervals))
+        for variant, runs in groups.items():
+            cells = "".join(
+                f" {intervals[variant].text()} | {mean_std([score(r) for r in runs])} |"
+                if variant in intervals
+                else " — | — |"
+                for _, score, _, _, intervals in columns
+            )
+            lines.append(f"| {size} | {variant} | {len(runs)} |{cells}")
+        for name, score, applies, scored, intervals in columns:
+            for baseline in (v for v in variants[1:] if v in applies):
+                differences[name].append(f"- {gap(scored, score, size_name(size), variants[0], baseline, intervals)}")
+    parts = ["\n".join(lines)]
+    for name, found in differences.items():
+        parts.append(f"{name.capitalize()}, {variants[0]} against each baseline:\n\n" + "\n".join(found))
+    return "\n\n".join(parts)
+
+
 def report(results: Sequence[Record], out: Path) -> str:
-    """Draw the plots into ``out`` and return the markdown tables."""
+    """Draw the plots into ``out`` and return the markdown tables: the IQMs and their differences (:func:`iqm_table`),
+    then every metric of the summary."""
     evaluation = [CurveRow("eval", "return", "deterministic eval return")]
     plot_sizes(results, out / "curves.png", evaluation, lambda size: VARIANTS, COLORS)
     training = [
@@ -162,11 +229,7 @@ def report(results: Sequence[Record], out: Path) -> str:
         CurveRow("rollouts", "invalid_rate", "train invalid-action rate"),
     ]
     plot_sizes(results, out / "training.png", training, lambda size: list(TRAINED), COLORS)
-    summary = summarise(results, VARIANTS)
-    return (
-        f"Deterministic evaluation return:\n\n{paper_table(summary, VARIANTS)}\n\n"
-        f"Training return (no penalty):\n\n{paper_table(summary, VARIANTS, training=True)}\n\n{long_table(summary)}"
-    )
+    return f"{iqm_table(results)}\n\n{long_table(summarise(results, VARIANTS))}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         TRAINED,
         TRAINED,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
         timesteps=65_536,  # 32 PPO updates
         eval_episodes=10,
         out=Path("docs/masking_study"),

@@ -1,13 +1,13 @@
 """Does masked trajectory pretraining on reward-free data help masked PPO on ``maskrl/Kart-v0``?
 
 1. **Data**: reward-free trajectories of a uniformly random policy over the *valid* actions
-   (:func:`maskrl.agents.collect_trajectories.collect`).
-2. **Pretraining** (:func:`maskrl.agents.pretrain.pretrain`) of a tiny trajectory transformer (d_model 32, 2 layers,
-   2 heads, window K = 4) with every objective subset of the ablation: ``all`` (forward + inverse + masked),
+   (:func:`maskrl.representation.collect.collect`).
+2. **Pretraining** (:func:`maskrl.representation.pretrain.pretrain`) of a tiny trajectory transformer (d_model 32,
+   2 layers, 2 heads, window K = 4) with every objective subset of the ablation: ``all`` (forward + inverse + masked),
    each objective removed in turn (``no_forward``, ``no_inverse``, ``no_masked``) and each alone (``forward_only``,
    ``inverse_only``, ``masked_only``). One pretraining per subset (seed 0).
 3. **Fine-tuning** with masked PPO (``MaskedMultiInputPolicy`` + :class:`~maskrl.policies.trajectory_extractor.
-   TrajectoryExtractor` over :class:`~maskrl.envs.trajectory_window.TrajectoryWindow`), the same PPO
+   TrajectoryExtractor` over :class:`~maskrl.representation.window.TrajectoryWindow`), the same PPO
    hyperparameters and budget for every arm, several seeds:
 
    - ``scratch``: the same network, randomly initialised, trained end to end (the baseline);
@@ -19,7 +19,10 @@
 Measured: the mean training episode return (last 100 episodes) after every PPO rollout, its mean over the run (a
 sample-efficiency summary), and a final evaluation on fixed seeds, stochastic (sampled actions) and deterministic
 (the mode: on Kart a half-trained policy's mode is often "always accelerate", which scores about 4.4 whatever the
-rest of the policy is, so the stochastic one says more). CPU times are per process. Writes ``results.json``
+rest of the policy is, so the stochastic one says more). The table gives the mean over the run and the two final
+evaluations over seeds as interquartile means with 95% stratified bootstrap intervals (:mod:`benchmarks.statistics`,
+rliable) next to the mean ± std, then the IQM differences the page reads, each with its own interval
+(:func:`benchmarks.statistics.gap`). CPU times are per process. Writes ``results.json``
 (after every fine-tuning run, so an interrupted study keeps its finished runs: ``--continue`` skips them and reuses
 the encoders, ``--plot-only`` (or ``--report``) redoes plots and tables from it), ``finetune_curves.png`` and
 ``pretraining_curves.png``, and prints markdown tables.
@@ -32,7 +35,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,7 @@ from benchmarks.common import (
     study_runs,
     variant_bands,
 )
+from benchmarks.statistics import Interval, gap, iqm_intervals
 from maskrl.agents.env_setup import make_masked_env
 from maskrl.policies import MaskedActorCriticPolicy, MaskedMultiInputPolicy
 from maskrl.policies.attention_masks import causal_mask
@@ -101,6 +107,16 @@ PPO_KWARGS: dict[str, Any] = dict(
 N_ENVS = 8
 NET_ARCH = [64, 64]
 EVAL_SEED = 10_000
+#: the arm every other one is compared with
+BASELINE = "scratch"
+#: the arms of the ablation: a pretrained encoder, frozen
+FROZEN_PRETRAINED = tuple(f"{subset}_frozen" for subset in SUBSETS)
+#: the measures of a fine-tuning run the table sums up with IQMs: (name, a run's score)
+MEASURES: tuple[tuple[str, Callable[[Record], float]], ...] = (
+    ("mean training return over the run", itemgetter("mean_training_return")),
+    ("eval return, stochastic", itemgetter("eval_return_stochastic")),
+    ("eval return, deterministic", itemgetter("eval_return")),
+)
 
 
 def _make_env(window: bool) -> Any:
@@ -251,25 +267,56 @@ def plot_pretraining(pretrained: list[dict[str, Any]], path: Path) -> None:
     save_figure(fig, path)
 
 
-def finetune_table(runs: list[dict[str, Any]]) -> str:
+def comparisons(arms: Collection[str], intervals: Mapping[str, Interval]) -> list[tuple[str, str, str]]:
+    """The IQM differences the page reads on one measure, as ``(what is compared, arm, baseline)``: every other arm
+    against :data:`BASELINE`; among the frozen pretrained encoders (:data:`FROZEN_PRETRAINED`), the best by IQM
+    against the worst (the ablation's widest gap: chosen from the same runs, so rather too likely to separate) and
+    against ``random_frozen``.
+
+    :param arms: the arms that have runs
+    :param intervals: their :func:`~benchmarks.statistics.iqm_intervals` on the measure
+    """
+    pairs = [(f"against {BASELINE}", arm, BASELINE) for arm in ARMS if arm != BASELINE and arm in arms]
+    frozen = sorted((a for a in FROZEN_PRETRAINED if a in arms), key=lambda a: intervals[a].value, reverse=True)
+    if len(frozen) > 1:
+        pairs.append(("frozen encoders, the best pretrained one against the worst", frozen[0], frozen[-1]))
+    if frozen:
+        pairs.append(("frozen encoders, the best pretrained one against a random one", frozen[0], "random_frozen"))
+    return pairs
+
+
+def finetune_table(runs: list[Record]) -> str:
+    """Per arm, each of :data:`MEASURES` over seeds (IQM with its 95% stratified bootstrap interval, and mean ± std),
+    the last training return (mean ± std), the trainable parameters and the CPU minutes per run; then, per measure,
+    one line per comparison of :func:`comparisons` (:func:`benchmarks.statistics.gap`)."""
+    groups = dict(by_variant(runs, ARMS, key="arm"))
+    columns = {
+        name: (iqm_intervals({arm: [score(r) for r in arm_runs] for arm, arm_runs in groups.items()}), score)
+        for name, score in MEASURES
+    }
+    header = "".join(f" {name}: IQM [95% CI] | mean ± std |" for name, _ in MEASURES)
     lines = [
-        "| arm | seeds | mean training return over the run | last training return "
-        "| eval return, stochastic | eval return, deterministic | trainable params | CPU minutes per run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| arm | seeds |{header} last training return | trainable params | CPU minutes per run |",
+        "|---|---:|" + "---:|---:|" * len(MEASURES) + "---:|---:|---:|",
     ]
-    for arm, arm_runs in by_variant(runs, ARMS, key="arm"):
-        last = [r["curves"][-1]["return"] for r in arm_runs if r["curves"]]
-        cells = [
-            mean_std([r["mean_training_return"] for r in arm_runs]),
-            mean_std(last),
-            mean_std([r["eval_return_stochastic"] for r in arm_runs]),
-            mean_std([r["eval_return"] for r in arm_runs]),
-        ]
-        lines.append(
-            f"| {arm} | {len(arm_runs)} | {' | '.join(cells)} | {arm_runs[0]['trainable_parameters']} "
-            f"| {np.mean([r['cpu_seconds'] for r in arm_runs]) / 60:.2f} |"
+    for arm, arm_runs in groups.items():
+        cells = "".join(
+            f" {intervals[arm].text()} | {mean_std([score(r) for r in arm_runs])} |"
+            for intervals, score in columns.values()
         )
-    return "\n".join(lines)
+        last = [r["curves"][-1]["return"] for r in arm_runs if r["curves"]]
+        lines.append(
+            f"| {arm} | {len(arm_runs)} |{cells} {mean_std(last) if last else '-'} "
+            f"| {arm_runs[0]['trainable_parameters']} | {np.mean([r['cpu_seconds'] for r in arm_runs]) / 60:.2f} |"
+        )
+    parts = ["\n".join(lines)]
+    for name, (intervals, score) in columns.items():
+        found = [
+            f"- {gap(groups, score, what, arm, baseline, intervals)}"
+            for what, arm, baseline in comparisons(groups, intervals)
+        ]
+        parts.append(f"{name.capitalize()}, IQM differences (arm - baseline):\n\n" + "\n".join(found))
+    return "\n\n".join(parts)
 
 
 def pretraining_table(pretrained: list[dict[str, Any]]) -> str:
@@ -317,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
         __doc__,
         ARMS,
         ARMS,
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
         timesteps=100_000,
         eval_episodes=16,
         out=Path("docs/trajectory_pretraining"),

@@ -127,11 +127,15 @@ def gap(
     :param intervals: the variants' :func:`iqm_intervals` of ``score`` if a table has drawn them already (each takes
         seconds to draw); drawn here otherwise
     :param reps: bootstrap resamples
-    :return: the line; it says so when ``variant`` or ``baseline`` has no runs
+    :return: the line; it says so when ``variant`` or ``baseline`` has no runs, or only one (no interval)
     """
     if not groups.get(variant) or not groups.get(baseline):
         return f"{name}: {variant} and {baseline} are not both in the results"
     scores = {key: [score(run) for run in groups[key]] for key in (variant, baseline)}
+    if min(len(values) for values in scores.values()) < 2:
+        # A bootstrap of one run is that run, with an interval of width 0 that would "separate" from anything.
+        values = ", ".join(f"{key} {iqm(scores[key]):.2f} ({len(scores[key])} run(s))" for key in scores)
+        return f"{name}: {values}; too few runs for an interval"
     if intervals is None or variant not in intervals or baseline not in intervals:
         intervals = iqm_intervals(scores, reps)
     difference = iqm_difference(scores[variant], scores[baseline], reps)

@@ -1,14 +1,18 @@
 """The pure helpers of the masking studies (benchmarks/common.py): steps to threshold, seed means, the summary and
-its tables, the results file of a study."""
+its tables, the results file of a study; and the PPO masking study's IQM table (benchmarks/masking_study.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 
 import pytest
 
 from benchmarks import common as study
+from benchmarks import masking_study
 from benchmarks.masking_study import NO_MASK_EVAL, VARIANTS
+from benchmarks.statistics import gap, iqm_intervals
 
 
 def test_steps_to_threshold_first_crossing_equality_and_never() -> None:
@@ -201,3 +205,109 @@ def test_band_and_save_figure_write_a_small_palette_png(tmp_path) -> None:
     study.save_figure(fig, tmp_path / "plot.png")
     with Image.open(tmp_path / "plot.png") as image:
         assert image.mode == "P"
+
+
+# ------------------------------------------------------------------------------------- the PPO study's IQM report
+#: few bootstrap resamples: the point estimates do not depend on them, and the tests read only those
+REPS = 500
+
+
+def ppo_run(variant: str, seed: int, final: float, training: float | None, size: int = 4) -> dict:
+    """A PPO study record: evaluations ending at ``final``; 10 rollouts whose last 20% (the last 2) average to
+    ``training`` (``None``: no rollouts, as a ``masked_eval_nomask`` record)."""
+    rollouts = [] if training is None else [0.0] * 8 + [training - 1.0, training + 1.0]
+    return {
+        "variant": variant,
+        "n_item_types": size,
+        "seed": seed,
+        "seconds": 60.0,
+        "cpu_seconds": 30.0,
+        "eval": [{"steps": 0, "return": 0.0, "invalid_rate": 0.0}, {"steps": 10, "return": final, "invalid_rate": 0.0}],
+        "rollouts": [
+            {"steps": 10 * (i + 1), "invalid_rate": 0.0, "train_return": value} for i, value in enumerate(rollouts)
+        ],
+        "updates": [] if training is None else [{"steps": 10, "approx_kl": 0.01}],
+        "final_return": final,
+        "final_invalid_rate": 0.0,
+    }
+
+
+def test_final_training_return_is_the_mean_of_the_last_fifth_of_the_rollouts() -> None:
+    assert masking_study.final_training_return(ppo_run("masked", 0, 1.0, 2.5)) == pytest.approx(2.5)
+    run = ppo_run("masked", 0, 1.0, 2.5)
+    run["rollouts"][-1]["train_return"] = None  # no episode ended in the last rollout: the other one of the last 2
+    assert masking_study.final_training_return(run) == pytest.approx(1.5)
+    assert masking_study.final_eval_return(run) == 1.0
+    assert math.isnan(masking_study.final_training_return(ppo_run(NO_MASK_EVAL, 0, 1.0, None)))
+
+
+@pytest.fixture
+def few_resamples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(masking_study, "iqm_intervals", functools.partial(iqm_intervals, reps=REPS))
+    monkeypatch.setattr(masking_study, "gap", functools.partial(gap, reps=REPS))
+
+
+#: per variant, 4 seeds of (final eval return, final training return)
+FINALS = {
+    # eval: IQM (4 + 4.5) / 2 = 4.25, mean 3.625 ± 1.556; training: IQM (4 + 6) / 2 = 5, mean 5 ± sqrt(5) = 2.236
+    "masked": [(4.0, 2.0), (1.0, 8.0), (5.0, 4.0), (4.5, 6.0)],
+    # eval: IQM (0.5 + 1) / 2 = 0.75, mean 0.875 ± 0.740; training: 1 everywhere
+    "penalty_0": [(0.0, 1.0), (1.0, 1.0), (0.5, 1.0), (2.0, 1.0)],
+    # eval: IQM (0.5 + 0.5) / 2 = 0.5, mean 1 ± sqrt(5.5 / 4) = 1.173; no training of its own
+    NO_MASK_EVAL: [(0.5, None), (0.0, None), (3.0, None), (0.5, None)],
+}
+
+
+def test_iqm_table_rows_and_a_difference_line_per_baseline_and_measure(few_resamples: None) -> None:
+    results = [
+        ppo_run(variant, seed, final, training)
+        for variant, values in FINALS.items()
+        for seed, (final, training) in enumerate(values)
+    ]
+    results.append(ppo_run("masked", 0, 2.0, 3.0, size=16))  # another size, masked only
+    lines = masking_study.iqm_table(results).splitlines()
+    assert lines[0] == (
+        "| item types | variant | seeds | final eval return: IQM [95% CI] | mean ± std "
+        "| final training return: IQM [95% CI] | mean ± std |"
+    )
+    rows = [line for line in lines[2:] if line.startswith("| ")]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| 4", "masked", "4"], ["| 4", "penalty_0", "4"], ["| 4", NO_MASK_EVAL, "4"], ["| 16", "masked", "1"]
+    ]  # fmt: skip
+    cells = [[cell.strip() for cell in row.strip("| ").split(" | ")] for row in rows]
+    # each IQM with its interval, then mean ± std; the interval's ends come from the bootstrap
+    assert [c[3].split(" [")[0] for c in cells] == ["4.25", "0.75", "0.50", "2.00"]
+    assert [c[4] for c in cells] == ["3.62 ± 1.56", "0.88 ± 0.74", "1.00 ± 1.17", "2.00 ± 0.00"]
+    assert [c[5].split(" [")[0] for c in cells] == ["5.00", "1.00", "—", "3.00"]
+    assert [c[6] for c in cells] == ["5.00 ± 2.24", "1.00 ± 0.00", "—", "3.00 ± 0.00"]
+    assert cells[1][5] == "1.00 [1.00, 1.00]"  # equal seeds: nothing to resample
+
+    evaluation = lines[lines.index("Final eval return, masked against each baseline:") + 2 :]
+    evaluation = evaluation[: evaluation.index("")]
+    training = lines[lines.index("Final training return, masked against each baseline:") + 2 :]
+    # every baseline at every size: 6 for the evaluation, 5 for training (masked_eval_nomask trains nothing)
+    assert len(evaluation) == 2 * 6 and len(training) == 2 * 5
+    assert all(line.startswith("- 4 item types (9 actions): masked ") for line in evaluation[:6] + training[:5])
+    assert all(line.startswith("- 16 item types (21 actions): masked ") for line in evaluation[6:] + training[5:])
+    assert evaluation[1].startswith("- 4 item types (9 actions): masked 4.25 [")
+    assert ", penalty_0 0.75 [" in evaluation[1] and "difference +3.50 [" in evaluation[1]
+    assert f", {NO_MASK_EVAL} 0.50 [" in evaluation[5] and "difference +3.75 [" in evaluation[5]
+    assert "masked 5.00 [" in training[1] and ", penalty_0 1.00 [1.00, 1.00]" in training[1]
+    assert "difference +4.00 [" in training[1]
+    missing = [line for line in evaluation + training if line.endswith("are not both in the results")]
+    assert len(missing) == 4 + 4 + 6 + 5  # size 4: naive and 3 penalties; size 16: every baseline
+    assert "masked and naive are not both in the results" in evaluation[0]
+    assert not any(NO_MASK_EVAL in line for line in training)
+
+
+def test_plot_only_prints_the_iqm_table_and_every_metric(
+    few_resamples: None, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [ppo_run(v, s, f, t) for v, values in FINALS.items() for s, (f, t) in enumerate(values)]
+    study.ResultsFile(tmp_path / "results.json", runs_key="runs").save({"settings": {}}, runs)
+    masking_study.main(["--plot-only", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "| 4 | masked | 4 | 4.25 [" in printed and "| 3.62 ± 1.56 |" in printed
+    assert "Final eval return, masked against each baseline:" in printed
+    assert "| 4 | masked | 4 | 3.62 ± 1.56 |" in printed  # the table of every metric
+    assert {p.name for p in tmp_path.iterdir()} >= {"curves.png", "training.png"}
