@@ -31,7 +31,7 @@ variants x 4 sizes x 5 seeds, 32 PPO updates each, evaluated every 8,192 steps o
     nice -n 5 python -m benchmarks.masking_study --out docs/masking_study
 
 ``--quick`` is a smoke run (1 seed, 8k steps); ``--plot-only`` redraws the plots and tables from ``results.json``
-(a few CPU-minutes: the bootstraps).
+(about a minute, most of it in the bootstraps).
 """
 
 from __future__ import annotations

@@ -7,14 +7,17 @@ whether the intervals overlap or exclude 0 does not either.
 from __future__ import annotations
 
 import functools
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from rliable import metrics
 
-from benchmarks import dqn_masking_study, panda_visibility_study
-from benchmarks.statistics import gap, iqm, iqm_intervals
+from benchmarks import dqn_masking_study, herd_study, panda_visibility_study, pretraining_study
+from benchmarks.statistics import Interval, aggregate_iqm, gap, iqm, iqm_intervals
 
 REPS = 500
 
@@ -30,6 +33,14 @@ def score(run: dict[str, float]) -> float:
 def test_iqm_of_four_runs_is_the_mean_of_the_middle_two() -> None:
     # 4 // 4 = 1 run cut at each end: (2 + 3) / 2.
     assert iqm([10.0, 1.0, 3.0, 2.0]) == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("n_runs", [1, 2, 3, 4, 5, 8, 10, 13])
+def test_aggregate_iqm_is_rliables(n_runs: int) -> None:
+    # The bootstrap's own IQM must give rliable's value (scipy's trim_mean), ties and runs x tasks included.
+    rng = np.random.default_rng(n_runs)
+    for scores in (rng.normal(size=(n_runs, 1)), rng.integers(0, 3, size=(n_runs, 2)).astype(float)):
+        assert aggregate_iqm(scores) == pytest.approx(metrics.aggregate_iqm(scores), abs=1e-12)
 
 
 def test_gap_line_when_the_variants_separate() -> None:
@@ -204,8 +215,6 @@ def test_contrastive_study_seed_table() -> None:
 
 
 # ---------------------------------------------------------------------- trajectory pretraining study (Kart fine-tuning)
-from benchmarks import pretraining_study  # noqa: E402
-from benchmarks.statistics import Interval  # noqa: E402
 
 
 def finetune_run(arm: str, seed: int, training: float, stochastic: float, deterministic: float) -> dict[str, Any]:
@@ -306,10 +315,7 @@ def test_pretraining_finetune_table_has_iqm_columns_and_a_line_per_comparison(mo
 
 
 # ------------------------------------------------------------------------------------ panda herd study (PettingZoo)
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 
-from benchmarks import herd_study  # noqa: E402
 
 # Final eval team returns of 5 seeds; IQM of 5: the lowest and highest cut, the middle 3 averaged. gridnet: IQM
 # (5 + 6 + 7) / 3 = 6, mean 27 / 5 = 5.4, std sqrt((0.6² + 0.4² + 1.6² + 4.4² + 2.6²) / 5) = sqrt(5.84) = 2.42;
