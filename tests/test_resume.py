@@ -28,6 +28,7 @@ TINY = [
     "--n-envs",
     "2",
     "--hyperparams",
+    "behaviour_cloning=null",  # the default agent's clone of the scripted driver takes a minute
     "n_steps=64",
     "batch_size=64",
     "n_epochs=1",

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import pathlib
+import shutil
 import sys
 import zipfile
 from pathlib import Path
@@ -37,7 +38,7 @@ def copy_run(kart_run: Path, target: Path) -> Path:
     return target
 
 
-def test_safe_load_gives_the_same_actions_as_sb3_load(kart_run: Path) -> None:
+def test_safe_load_gives_the_same_actions_as_sb3_load(kart_run: Path, tmp_path: Path) -> None:
     safe = load_model_safely(kart_run / "final_model.zip")
     unsafe = PPO.load(kart_run / "final_model.zip", device="cpu")
     assert type(safe.policy) is type(unsafe.policy)
@@ -51,8 +52,13 @@ def test_safe_load_gives_the_same_actions_as_sb3_load(kart_run: Path) -> None:
         expected, _ = unsafe.predict(obs, deterministic=True)
         np.testing.assert_array_equal(action, expected)
         obs, *_ = env.step(action)
-    # A run folder works too, and falls back to the final model when there is no best one.
-    assert load_model_safely(kart_run).num_timesteps == safe.num_timesteps
+    # A run folder works too: its best model, else its final one.
+    best = PPO.load(kart_run / "best_model.zip", device="cpu")
+    assert load_model_safely(kart_run).num_timesteps == best.num_timesteps
+    without_best = tmp_path / "run"
+    shutil.copytree(kart_run, without_best)
+    (without_best / "best_model.zip").unlink()
+    assert load_model_safely(without_best).num_timesteps == safe.num_timesteps
 
 
 def test_malicious_pickle_in_data_runs_with_sb3_load_not_with_safe_path(kart_run: Path, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Per-env hyperparameter YAML files and ``key=value`` overrides, read without ``eval``.
 
 Each registered env has ``hyperparams/<EnvName>.yml`` (e.g. ``Kart-v0.yml``) with one section per
-``--algo``. A section holds the algorithm's constructor arguments plus four keys of ours:
-``n_timesteps``, ``n_envs``, ``env_kwargs``, ``policy_kwargs`` and ``policy`` (an importable policy class
-replacing the algo's default one, e.g. ``maskrl.policies:GridNetPolicy``). Strings stand for what YAML
+``--algo``. A section holds the algorithm's constructor arguments plus keys of ours:
+``n_timesteps``, ``n_envs``, ``env_kwargs``, ``policy_kwargs``, ``policy`` (an importable policy class
+replacing the algo's default one, e.g. ``maskrl.policies:GridNetPolicy``) and ``behaviour_cloning`` (a demonstrator
+the policy imitates before training, :mod:`maskrl.agents.imitation`). Strings stand for what YAML
 cannot hold: ``learning_rate: lin_0.0003`` is a linear decay to 0, ``activation_fn: relu`` a torch module,
 ``features_extractor_class: package.module:Class`` an importable class.
 
@@ -28,7 +29,9 @@ from stable_baselines3.common.utils import LinearSchedule
 from maskrl.untrusted import read_bytes
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
-OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs", "policy")
+OUR_KEYS = ("n_timesteps", "n_envs", "env_kwargs", "policy_kwargs", "policy", "behaviour_cloning")
+#: the keys of ``behaviour_cloning`` (:mod:`maskrl.agents.imitation`)
+CLONING_FIELDS = ("demonstrator", "steps", "epochs")
 #: Largest YAML file read (a run's config.yml is about 1 kB).
 MAX_YAML_BYTES = 1 << 20
 #: Most values (scalars, lists, mappings) a YAML document may hold once its aliases are expanded.
@@ -255,6 +258,25 @@ def check_our_keys(hyperparams: dict[str, Any]) -> None:
         value = hyperparams.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
             raise ValueError(f"hyperparameter {key} must be a number, got {value!r}")
+    if hyperparams.get("behaviour_cloning") is not None:
+        check_cloning_settings(hyperparams["behaviour_cloning"])
+
+
+def check_cloning_settings(value: Any) -> None:
+    """One-line ``ValueError`` for a ``behaviour_cloning`` value that is not ``{demonstrator, steps, epochs}``."""
+    if not isinstance(value, dict) or set(value) != set(CLONING_FIELDS):
+        raise ValueError(
+            f"hyperparameter behaviour_cloning must be a mapping with exactly the keys {', '.join(CLONING_FIELDS)}, "
+            f"got {value!r}"
+        )
+    if not isinstance(value["demonstrator"], str):
+        raise ValueError(
+            f"behaviour_cloning.demonstrator must be an import path like package.module:function, "
+            f"got {value['demonstrator']!r}"
+        )
+    for key in ("steps", "epochs"):
+        if isinstance(value[key], bool) or not isinstance(value[key], int) or value[key] <= 0:
+            raise ValueError(f"behaviour_cloning.{key} must be a positive integer, got {value[key]!r}")
 
 
 def resolve_algo_kwargs(

@@ -36,7 +36,7 @@ from stable_baselines3.common.logger import Logger, configure, make_output_forma
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from maskrl.agents.callbacks import MaskStatsCallback, ProgressLineCallback, extra_callbacks
+from maskrl.agents.callbacks import MaskStatsCallback, ProgressLineCallback, extra_callbacks, format_duration
 from maskrl.agents.checkpoints import (
     RESEED_STRIDE,
     Checkpoint,
@@ -52,10 +52,12 @@ from maskrl.agents.hyperparams import (
     HyperparameterError,
     check_our_keys,
     hyperparams_file,
+    import_object,
     load_hyperparams,
     load_yaml,
     resolve_algo_kwargs,
 )
+from maskrl.agents.imitation import behaviour_clone, load_demonstrator
 from maskrl.agents.registry import ALGOS, AlgoSpec, IncompatibleEnvError, build_model, check_algo_env, get_algo
 from maskrl.agents.run_folder import RunFolder, RunFolderError, RunInUseError
 from maskrl.agents.self_play import training_callbacks as self_play_callbacks
@@ -285,6 +287,14 @@ def train(
     :raises TrainingInterrupted: after a SIGINT or SIGTERM, once a checkpoint is saved
     """
     model, env = prepare_training(config, verbose, user_hyperparams)
+    cloning = config["hyperparams"].get("behaviour_cloning")
+    demonstrator = None
+    if cloning is not None:
+        try:
+            demonstrator = load_demonstrator(model, cloning, import_object)
+        except ValueError as error:
+            env.close()
+            raise TrainingError(str(error)) from None
     try:
         run = RunFolder.create(log_folder, config["algo"], config["env"])
     except RunFolderError as error:
@@ -296,6 +306,8 @@ def train(
         model.set_logger(configure(str(run.tensorboard), formats))
         if verbose:
             print(f"run folder: {run}  ({config['algo']} on {config['env']}, {config['n_timesteps']:,} steps)")
+        if demonstrator is not None:
+            _clone(model, demonstrator, config, verbose)
         return _learn(model, env, config, run, verbose, progress_bar, keep_checkpoints, resumes=0)
 
 
@@ -355,6 +367,26 @@ def prepare_training(
         policy_class = model.policy_class
         hyperparams["policy"] = f"{policy_class.__module__}:{policy_class.__qualname__}"
     return model, env
+
+
+def _clone(model: BaseAlgorithm, demonstrator: Any, config: dict[str, Any], verbose: int) -> None:
+    """Behaviour-clone ``demonstrator`` into a new run's policy (:mod:`maskrl.agents.imitation`), logged at step 0."""
+    settings = config["hyperparams"]["behaviour_cloning"]
+    start = time.monotonic()
+    try:
+        metrics = behaviour_clone(model, demonstrator, config["env"], config["env_kwargs"], settings, config["seed"])
+    except ValueError as error:
+        raise TrainingError(str(error)) from None
+    for key, value in metrics.items():
+        model.logger.record(f"imitation/{key}", value)
+    model.logger.dump(0)
+    if verbose:
+        print(
+            f"behaviour cloning: {int(metrics['steps']):,} steps of {settings['demonstrator']} "
+            f"({int(metrics['episodes'])} episodes), {settings['epochs']} epochs in "
+            f"{format_duration(time.monotonic() - start)}: the policy's likeliest action is the demonstrator's "
+            f"{metrics['accuracy']:.1%} of the time"
+        )
 
 
 def _check_mask_shape(config: dict[str, Any], spec: AlgoSpec, observation_space: Any) -> None:

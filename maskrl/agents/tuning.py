@@ -79,7 +79,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from maskrl.agents.env_setup import make_masked_vec_env
 from maskrl.agents.evaluation import evaluate_model
-from maskrl.agents.hyperparams import check_our_keys, load_hyperparams, parse_key_values
+from maskrl.agents.hyperparams import check_our_keys, import_object, load_hyperparams, parse_key_values
+from maskrl.agents.imitation import behaviour_clone, load_demonstrator
 from maskrl.agents.registry import build_model, get_algo
 from maskrl.agents.run_folder import new_numbered_folder
 from maskrl.agents.search_spaces import SearchContext, SearchSpace, merge_hyperparams, search_space
@@ -706,6 +707,11 @@ def _objective(trial: optuna.Trial, setup: _Setup) -> float:
     )
     try:
         model = build_model(setup.algo, env, hyperparams, seed=setup.seed, device=setup.device)
+        if hyperparams.get("behaviour_cloning") is not None:  # each trial starts from the clone, as a run does
+            demonstrator = load_demonstrator(model, hyperparams["behaviour_cloning"], import_object)
+            behaviour_clone(
+                model, demonstrator, setup.env_id, setup.env_kwargs, hyperparams["behaviour_cloning"], setup.seed
+            )
 
         def evaluate(model: BaseAlgorithm) -> dict[str, Any]:
             return evaluate_model(
